@@ -1,0 +1,274 @@
+//! The connector contract: what every platform implements, and what the gateway gives it.
+//!
+//! A platform is a [`ConnectorFactory`] (validates a bot's settings and content, builds a
+//! connector) plus a [`Connector`] per running bot: `run` (the inbound loop: long-poll, gateway
+//! session, or nothing for webhook-only platforms), `send`, `probe`, `pacer` and
+//! `handle_webhook`. Connectors hold platform knowledge only: pacing, retries, persistence,
+//! restarts and metrics are the gateway's, identical for every platform.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ConnectorError, StoreError};
+use crate::model::{
+    Bot, Content, ConversationKind, Message, MessageError, MessageStatus, Platform,
+};
+use crate::rate::{GovernorPacer, Pacer, RatePolicy};
+use crate::secret::Secret;
+
+/// Config keys that hold credentials, for every platform: encrypted at rest, write-only in
+/// the API, resolvable from `env:`/`file:` references in the config file.
+pub const CREDENTIAL_FIELDS: &[&str] = &[
+    "token",
+    "access_token",
+    "app_secret",
+    "verify_token",
+    "webhook_secret",
+    "auth_token",
+    "api_key",
+    "password",
+    "client_secret",
+    "signing_secret",
+];
+
+/// A bot's decrypted credentials by field name.
+pub type Credentials = BTreeMap<String, Secret>;
+
+/// Builds connectors of one platform.
+pub trait ConnectorFactory: Send + Sync + 'static {
+    fn platform(&self) -> Platform;
+
+    /// Checks a bot's settings and credentials; returns `(key, problem)` pairs.
+    fn validate(
+        &self,
+        settings: &serde_json::Map<String, serde_json::Value>,
+        credentials: &Credentials,
+    ) -> Vec<(String, String)>;
+
+    /// Refuses content this platform cannot carry, saying why (answered as 422).
+    fn check_content(&self, content: &Content) -> Result<(), String>;
+
+    /// The platform's default limits, before the bot's `rate_limit` overrides.
+    fn rate_policy(&self, settings: &serde_json::Map<String, serde_json::Value>) -> RatePolicy;
+
+    fn build(
+        &self,
+        bot: &Bot,
+        credentials: Credentials,
+    ) -> Result<Arc<dyn Connector>, ConnectorError>;
+}
+
+/// One running bot on one platform.
+#[async_trait]
+pub trait Connector: Send + Sync + 'static {
+    /// The inbound loop. Returns `Ok(())` once `ctx.cancel` fires; an `Err` makes the
+    /// supervisor restart it (or stop for good when the error is fatal for the bot).
+    /// Webhook-only connectors register what they need and wait for cancellation.
+    async fn run(&self, ctx: RunContext) -> Result<(), ConnectorError>;
+
+    /// Sends one message. Called by the dispatcher after the pacer granted a slot.
+    async fn send(&self, request: &OutboundRequest) -> Result<SendReceipt, ConnectorError>;
+
+    /// A cheap health check (getMe, phone number lookup, balance...).
+    async fn probe(&self) -> Result<(), ConnectorError>;
+
+    /// The pacer for this bot; by default the policy enforced with governor.
+    fn pacer(&self, policy: RatePolicy) -> Arc<dyn Pacer> {
+        Arc::new(GovernorPacer::new(policy))
+    }
+
+    /// A platform webhook for this bot (`/webhooks/{platform}/{bot_id}/...`). Verify before
+    /// parsing, deliver what it carried to `sink`, answer only after the sink returned.
+    async fn handle_webhook(
+        &self,
+        request: WebhookRequest,
+        sink: &dyn InboundSink,
+    ) -> WebhookResponse {
+        let _ = (request, sink);
+        WebhookResponse::text(404, "this bot takes no webhooks")
+    }
+}
+
+/// What a connector's `run` gets from the gateway.
+#[derive(Clone)]
+pub struct RunContext {
+    pub bot: Bot,
+    pub inbound: Arc<dyn InboundSink>,
+    pub cursors: Arc<dyn CursorStore>,
+    pub health: Arc<dyn HealthReporter>,
+    pub cancel: CancellationToken,
+}
+
+/// Where normalized inbound events go. Returns once they are durably stored.
+#[async_trait]
+pub trait InboundSink: Send + Sync {
+    async fn deliver(
+        &self,
+        bot_id: &str,
+        events: Vec<InboundEvent>,
+    ) -> Result<Vec<IngestOutcome>, StoreError>;
+}
+
+/// Small durable per-bot values (a polling offset, a gateway session id).
+#[async_trait]
+pub trait CursorStore: Send + Sync {
+    async fn get(&self, bot_id: &str, name: &str) -> Result<Option<String>, StoreError>;
+    async fn set(&self, bot_id: &str, name: &str, value: &str) -> Result<(), StoreError>;
+}
+
+/// A connector's report on its own health between probes.
+pub trait HealthReporter: Send + Sync {
+    /// The connector is connected and working (e.g. the gateway session is READY).
+    fn running(&self);
+    /// Working but impaired (reconnecting, slow); the reason is shown in the API.
+    fn degraded(&self, reason: &str);
+}
+
+/// The chat a message belongs to, as the platform names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatRef {
+    pub external_chat_id: String,
+    pub kind: ConversationKind,
+    pub title: Option<String>,
+}
+
+/// The person who sent an inbound message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SenderRef {
+    pub external_id: String,
+    pub name: Option<String>,
+    /// E.164 phone when the platform identifies people by phone (SMS, WhatsApp).
+    pub phone: Option<String>,
+}
+
+/// One normalized inbound event.
+#[derive(Debug, Clone)]
+pub enum InboundEvent {
+    Message(InboundMessage),
+    Status(StatusReport),
+}
+
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    /// Stable id of this platform event; a redelivery carries the same one and is stored once.
+    pub dedup_key: String,
+    pub chat: ChatRef,
+    pub sender: Option<SenderRef>,
+    pub external_id: Option<String>,
+    pub content: Content,
+    /// The platform id of the message this one replies to.
+    pub reply_to_external_id: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// A delivery report for an outbound message, matched by its platform id.
+#[derive(Debug, Clone)]
+pub struct StatusReport {
+    pub external_id: String,
+    pub status: MessageStatus,
+    pub at: DateTime<Utc>,
+    pub error: Option<MessageError>,
+}
+
+/// What storing an inbound event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Stored; the id of the new message.
+    Stored(String),
+    /// Already stored earlier (a redelivery); the id of the first copy.
+    Duplicate(String),
+    /// A status report was applied to this message.
+    StatusApplied(String),
+    /// A status report that changed nothing (already known, or not newer).
+    StatusIgnored,
+    /// A status report for a platform id we do not know (kept for when it appears).
+    StatusUnmatched,
+}
+
+/// Everything a connector needs to send one message.
+#[derive(Debug, Clone)]
+pub struct OutboundRequest {
+    pub message: Message,
+    pub chat: ChatRef,
+    /// Platform id of the message being replied to.
+    pub reply_to_external_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendReceipt {
+    pub external_id: String,
+}
+
+/// A platform's HTTP request to `/webhooks/{platform}/{bot_id}[/rest]`, raw bytes intact.
+#[derive(Debug, Clone)]
+pub struct WebhookRequest {
+    pub method: String,
+    /// What follows `/webhooks/{platform}/{bot_id}`, e.g. `/inbound`, or empty.
+    pub subpath: String,
+    pub query: String,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl WebhookRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl WebhookResponse {
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
+        WebhookResponse {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into().into_bytes(),
+        }
+    }
+    pub fn json(status: u16, body: &serde_json::Value) -> Self {
+        WebhookResponse {
+            status,
+            content_type: "application/json",
+            body: body.to_string().into_bytes(),
+        }
+    }
+}
+
+/// The factories compiled into this build, by platform.
+#[derive(Clone, Default)]
+pub struct ConnectorRegistry {
+    factories: BTreeMap<&'static str, Arc<dyn ConnectorFactory>>,
+}
+
+impl ConnectorRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(&mut self, factory: Arc<dyn ConnectorFactory>) -> &mut Self {
+        self.factories.insert(factory.platform().as_str(), factory);
+        self
+    }
+
+    pub fn get(&self, platform: Platform) -> Option<&Arc<dyn ConnectorFactory>> {
+        self.factories.get(platform.as_str())
+    }
+
+    pub fn platforms(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.factories.keys().copied()
+    }
+}

@@ -1,0 +1,515 @@
+//! The unified conversation model every platform is normalized into.
+//!
+//! Tenants own bots; a bot talks on one platform; people are contacts with one identity per
+//! platform; a conversation is one chat on one bot; messages flow in both directions through
+//! conversations and carry a status history. Every state change is an [`Event`] in the
+//! tenant's event log. Ids are UUIDv7 strings (sortable by creation time); platform ids are
+//! always strings.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A new time-sortable id (UUIDv7, hyphenated lowercase).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The platforms Switchboard can connect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Telegram,
+    Whatsapp,
+    Discord,
+    Sms,
+    Slack,
+    Messenger,
+}
+
+impl Platform {
+    pub const ALL: [Platform; 6] = [
+        Platform::Telegram,
+        Platform::Whatsapp,
+        Platform::Discord,
+        Platform::Sms,
+        Platform::Slack,
+        Platform::Messenger,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Telegram => "telegram",
+            Platform::Whatsapp => "whatsapp",
+            Platform::Discord => "discord",
+            Platform::Sms => "sms",
+            Platform::Slack => "slack",
+            Platform::Messenger => "messenger",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Platform> {
+        Platform::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A bot's lifecycle state, owned by the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BotState {
+    Starting,
+    Running,
+    Degraded,
+    Backoff,
+    Stopped,
+    Failed,
+}
+
+impl BotState {
+    pub const ALL: [BotState; 6] = [
+        BotState::Starting,
+        BotState::Running,
+        BotState::Degraded,
+        BotState::Backoff,
+        BotState::Stopped,
+        BotState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BotState::Starting => "starting",
+            BotState::Running => "running",
+            BotState::Degraded => "degraded",
+            BotState::Backoff => "backoff",
+            BotState::Stopped => "stopped",
+            BotState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BotState> {
+        BotState::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    /// IANA time zone used for per-day statistics.
+    pub time_zone: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Per-bot counters since the process started plus what the store held at start-up.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+pub struct BotCounters {
+    pub sent: u64,
+    pub received: u64,
+    pub failed: u64,
+    pub rate_limited: u64,
+}
+
+/// A bot as stored. Credentials are kept encrypted beside it and never appear here.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Bot {
+    pub id: String,
+    pub tenant: String,
+    pub platform: Platform,
+    pub enabled: bool,
+    /// Platform settings that are not secret (mode, api_base, phone_number_id, ...).
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// Names of the credential fields that are set (their values are write-only).
+    pub credential_fields: Vec<String>,
+    pub state: BotState,
+    pub state_reason: Option<String>,
+    pub last_error: Option<String>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// `config` for bots from the config file, `api` for bots created through the API.
+    pub source: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversationKind {
+    Direct,
+    Group,
+    Channel,
+}
+
+impl ConversationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationKind::Direct => "direct",
+            ConversationKind::Group => "group",
+            ConversationKind::Channel => "channel",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "direct" => Some(Self::Direct),
+            "group" => Some(Self::Group),
+            "channel" => Some(Self::Channel),
+            _ => None,
+        }
+    }
+}
+
+/// A person, possibly reachable on several platforms.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Contact {
+    pub id: String,
+    pub tenant: String,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub identities: Vec<Identity>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A contact's id on one bot's platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Identity {
+    pub bot_id: String,
+    pub platform: Platform,
+    pub external_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Conversation {
+    pub id: String,
+    pub tenant: String,
+    pub bot_id: String,
+    pub platform: Platform,
+    pub external_chat_id: String,
+    pub kind: ConversationKind,
+    pub title: Option<String>,
+    pub contact_id: Option<String>,
+    pub last_message_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "inbound" => Some(Self::Inbound),
+            "outbound" => Some(Self::Outbound),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Received,
+    Queued,
+    Sending,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+    Cancelled,
+}
+
+impl MessageStatus {
+    pub const ALL: [MessageStatus; 8] = [
+        MessageStatus::Received,
+        MessageStatus::Queued,
+        MessageStatus::Sending,
+        MessageStatus::Sent,
+        MessageStatus::Delivered,
+        MessageStatus::Read,
+        MessageStatus::Failed,
+        MessageStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Received => "received",
+            MessageStatus::Queued => "queued",
+            MessageStatus::Sending => "sending",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Delivered => "delivered",
+            MessageStatus::Read => "read",
+            MessageStatus::Failed => "failed",
+            MessageStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        MessageStatus::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// Position in the delivery order; a platform report never moves a message backwards
+    /// (a late `delivered` after `read` is recorded in the history but does not demote it).
+    pub fn rank(self) -> u8 {
+        match self {
+            MessageStatus::Received | MessageStatus::Queued => 0,
+            MessageStatus::Sending => 1,
+            MessageStatus::Sent => 2,
+            MessageStatus::Delivered => 3,
+            MessageStatus::Read => 4,
+            MessageStatus::Failed | MessageStatus::Cancelled => 5,
+        }
+    }
+}
+
+/// Message content, tagged by `type` as in the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Content {
+    Text {
+        text: String,
+    },
+    Media {
+        kind: MediaKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caption: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filename: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mime_type: Option<String>,
+    },
+    Location {
+        latitude: f64,
+        longitude: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    Buttons {
+        text: String,
+        buttons: Vec<Button>,
+    },
+    Template {
+        name: String,
+        language: String,
+        #[serde(default)]
+        params: Vec<String>,
+    },
+}
+
+impl Content {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Content::Text { .. } => "text",
+            Content::Media { .. } => "media",
+            Content::Location { .. } => "location",
+            Content::Buttons { .. } => "buttons",
+            Content::Template { .. } => "template",
+        }
+    }
+
+    /// Platform-independent checks: what no platform could carry. Returns what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Content::Text { text } if text.trim().is_empty() => {
+                Err("content.text must not be empty".into())
+            }
+            Content::Media { url, file_id, .. } => match (url, file_id) {
+                (None, None) => Err("media content needs `url` or `file_id`".into()),
+                (Some(_), Some(_)) => {
+                    Err("media content takes `url` or `file_id`, not both".into())
+                }
+                (Some(u), None) if !(u.starts_with("https://") || u.starts_with("http://")) => {
+                    Err(format!("media url must be http or https, got {u:?}"))
+                }
+                _ => Ok(()),
+            },
+            Content::Location {
+                latitude,
+                longitude,
+                ..
+            } => {
+                if !(-90.0..=90.0).contains(latitude) || !(-180.0..=180.0).contains(longitude) {
+                    Err(
+                        "location latitude must be within -90..90 and longitude within -180..180"
+                            .into(),
+                    )
+                } else {
+                    Ok(())
+                }
+            }
+            Content::Buttons { text, buttons } => {
+                if text.trim().is_empty() {
+                    Err("buttons content needs a non-empty `text`".into())
+                } else if buttons.is_empty() {
+                    Err("buttons content needs at least one button".into())
+                } else if buttons
+                    .iter()
+                    .any(|b| b.id.is_empty() || b.title.is_empty())
+                {
+                    Err("every button needs a non-empty `id` and `title`".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Content::Template { name, language, .. } => {
+                if name.is_empty() || language.is_empty() {
+                    Err("template content needs `name` and `language`".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Content::Text { .. } => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    Image,
+    Document,
+    Audio,
+    Video,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Button {
+    pub id: String,
+    pub title: String,
+}
+
+/// Why a message failed: our classification code, a human message and the platform's code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MessageError {
+    /// `permanent`, `transient`, `rate_limited`, `auth`, `invalid_content`, `recovery`...
+    pub code: String,
+    pub message: String,
+    pub platform_code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StatusChange {
+    pub status: MessageStatus,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Message {
+    pub id: String,
+    pub tenant: String,
+    pub bot_id: String,
+    pub platform: Platform,
+    pub conversation_id: String,
+    pub contact_id: Option<String>,
+    pub direction: Direction,
+    pub content: Content,
+    pub status: MessageStatus,
+    pub error: Option<MessageError>,
+    /// The platform's message id.
+    pub external_id: Option<String>,
+    pub reply_to: Option<String>,
+    /// Send attempts made so far (outbound).
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub read_at: Option<DateTime<Utc>>,
+    pub status_history: Vec<StatusChange>,
+}
+
+/// Event types of the event log and the feed.
+pub mod event_type {
+    pub const MESSAGE_RECEIVED: &str = "message.received";
+    pub const MESSAGE_SENT: &str = "message.sent";
+    pub const MESSAGE_STATUS: &str = "message.status";
+    pub const MESSAGE_FAILED: &str = "message.failed";
+    pub const CONVERSATION_UPDATED: &str = "conversation.updated";
+    pub const BOT_STATE: &str = "bot.state";
+    pub const BROADCAST_PROGRESS: &str = "broadcast.progress";
+    pub const FEED_LAGGED: &str = "feed.lagged";
+    pub const ALL: [&str; 8] = [
+        MESSAGE_RECEIVED,
+        MESSAGE_SENT,
+        MESSAGE_STATUS,
+        MESSAGE_FAILED,
+        CONVERSATION_UPDATED,
+        BOT_STATE,
+        BROADCAST_PROGRESS,
+        FEED_LAGGED,
+    ];
+}
+
+/// One entry of a tenant's event log. `seq` increases by one per event within a tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    pub seq: i64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub tenant: String,
+    pub at: DateTime<Utc>,
+    /// The bot the event concerns, if any (used by the feed's `bot` filter).
+    #[serde(skip)]
+    pub bot_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_round_trips_with_type_tag() {
+        let c: Content =
+            serde_json::from_str(r#"{"type":"media","kind":"image","url":"https://x/y.png"}"#)
+                .unwrap();
+        assert!(matches!(
+            c,
+            Content::Media {
+                kind: MediaKind::Image,
+                ..
+            }
+        ));
+        let back = serde_json::to_value(&c).unwrap();
+        assert_eq!(back["type"], "media");
+        assert!(back.get("file_id").is_none());
+    }
+
+    #[test]
+    fn media_without_source_is_invalid() {
+        let c = Content::Media {
+            kind: MediaKind::Document,
+            url: None,
+            file_id: None,
+            caption: None,
+            filename: None,
+            mime_type: None,
+        };
+        assert!(c.validate().unwrap_err().contains("url"));
+    }
+
+    #[test]
+    fn ids_sort_by_creation_time() {
+        let ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+    }
+}

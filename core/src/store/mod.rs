@@ -1,0 +1,537 @@
+//! The durable store: tenants, bots, contacts, conversations, messages (the outbox is the
+//! set of outbound messages in `queued`/`sending`), and the per-tenant event log.
+//!
+//! One implementation serves SQLite (embedded default, WAL) and PostgreSQL through sqlx's
+//! `Any` driver over a portable schema; the backend is chosen by the URL and only
+//! [`Dialect`] differs. Reads go straight to the pool. Every write goes through one writer
+//! task ([`writer`]) that commits whatever writes are waiting together in one transaction
+//! (group commit: one fsync for many messages), gives each write its own savepoint so one
+//! bad write does not fail its neighbours, appends the events of each write with the next
+//! per-tenant sequence numbers in that same transaction, and publishes the events to live
+//! subscribers in order after the commit. Every query filters by tenant ([`Scope`]).
+
+mod reads;
+pub mod rows;
+mod sql;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::connector::{InboundEvent, IngestOutcome};
+use crate::error::StoreError;
+use crate::model::*;
+use crate::secret::Sealed;
+
+pub use writer::WriterConfig;
+
+/// Which SQL dialect the store speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// Whose data a query may see: one tenant, or (admin token only) every tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Tenant(String),
+    All,
+}
+
+impl Scope {
+    /// The value bound to `($n = '*' OR tenant_id = $n)`; tenant ids never contain `*`.
+    pub(crate) fn param(&self) -> String {
+        match self {
+            Scope::Tenant(t) => t.clone(),
+            Scope::All => "*".to_string(),
+        }
+    }
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Scope::Tenant(t) => Some(t),
+            Scope::All => None,
+        }
+    }
+}
+
+/// A page request: at most `limit` items after the opaque `cursor`.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub bot: Option<String>,
+    pub conversation: Option<String>,
+    pub direction: Option<Direction>,
+    pub status: Option<MessageStatus>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    pub bot: Option<String>,
+    pub platform: Option<Platform>,
+    pub q: Option<String>,
+    pub updated_since: Option<DateTime<Utc>>,
+}
+
+/// A bot as written by config reconciliation or the API.
+#[derive(Debug, Clone)]
+pub struct BotWrite {
+    pub id: String,
+    pub tenant: String,
+    pub platform: Platform,
+    pub enabled: bool,
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// `None` keeps the stored credentials (a PATCH that changes no secret).
+    pub credentials: Option<Option<Sealed>>,
+    pub credential_fields: Vec<String>,
+    pub source: String,
+}
+
+/// Who an outbound message goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    Conversation(String),
+    Contact(String),
+    /// A platform chat id; a conversation is created if the bot never talked there.
+    Chat(String),
+    /// An E.164 phone number (SMS and WhatsApp bots).
+    Phone(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOutbound {
+    pub tenant: String,
+    pub bot_id: String,
+    pub to: Recipient,
+    pub content: Content,
+    pub reply_to: Option<String>,
+    /// `Idempotency-Key` and a hash of the request it came with.
+    pub idempotency: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Enqueued {
+    pub message: Message,
+    pub conversation: Conversation,
+    /// True when an earlier request with the same `Idempotency-Key` created the message.
+    pub replayed: bool,
+}
+
+/// A queued or in-flight outbound message with what is needed to send it.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub message: Message,
+    pub conversation: Conversation,
+    pub reply_to_external_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub tenant: String,
+    pub hint: String,
+    pub source: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Store tuning.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    /// SQLite `synchronous`: `FULL` (default: a commit survives power loss) or `NORMAL`.
+    pub sqlite_synchronous: String,
+    pub writer: WriterConfig,
+    /// Capacity of the live event channel; a subscriber further behind is told it lagged.
+    pub event_buffer: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 8,
+            sqlite_synchronous: "FULL".into(),
+            writer: WriterConfig::default(),
+            event_buffer: 4096,
+        }
+    }
+}
+
+/// The store. Cheap to share behind an `Arc`.
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+    writes: mpsc::Sender<writer::Job>,
+    events: broadcast::Sender<Arc<Event>>,
+    writer_done: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({:?})", self.dialect)
+    }
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+impl Store {
+    /// Connects to `url` (`sqlite://...` or `postgres://...`), creating a SQLite file and its
+    /// directory if needed, and applies the migrations.
+    pub async fn open(url: &str, options: StoreOptions) -> Result<Arc<Store>, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (dialect, url) = prepare_url(url)?;
+        let sync = match options.sqlite_synchronous.to_ascii_uppercase().as_str() {
+            s @ ("FULL" | "NORMAL" | "EXTRA") => s.to_string(),
+            other => {
+                return Err(StoreError::Invalid(format!(
+                    "sqlite synchronous must be FULL, NORMAL or EXTRA, got {other:?}"
+                )));
+            }
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(options.max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                let sync = sync.clone();
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        let pragmas = format!(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
+                        );
+                        conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(pragmas)))
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        match dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        let (events, _) = broadcast::channel(options.event_buffer.max(16));
+        let (writes, rx) = mpsc::channel(options.writer.queue.max(16));
+        let task = tokio::spawn(writer::run(
+            pool.clone(),
+            dialect,
+            rx,
+            events.clone(),
+            options.writer.clone(),
+        ));
+        Ok(Arc::new(Store {
+            pool,
+            dialect,
+            writes,
+            events,
+            writer_done: tokio::sync::Mutex::new(Some(task)),
+        }))
+    }
+
+    /// Applies the migrations of `url` and returns (for `switchboard migrate`).
+    pub async fn migrate(url: &str) -> Result<(), StoreError> {
+        let store = Store::open(url, StoreOptions::default()).await?;
+        store.close().await;
+        Ok(())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Live events committed from now on, in commit order (per tenant: seq order).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.events.subscribe()
+    }
+
+    /// Lets pending writes finish, stops the writer and closes the pool.
+    pub async fn close(&self) {
+        let task = self.writer_done.lock().await.take();
+        if let Some(task) = task {
+            let (tx, rx) = oneshot::channel();
+            if self
+                .writes
+                .send(writer::Job {
+                    op: writer::Op::Shutdown,
+                    reply: tx,
+                })
+                .await
+                .is_ok()
+            {
+                let _ = rx.await;
+            }
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "store writer task ended abnormally");
+            }
+        }
+        self.pool.close().await;
+    }
+
+    /// Readiness: the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn write(&self, op: writer::Op) -> Result<writer::Output, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writes
+            .send(writer::Job { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    // ---- writes ----------------------------------------------------------------------
+
+    pub async fn upsert_tenant(
+        &self,
+        id: &str,
+        name: &str,
+        time_zone: &str,
+        source: &str,
+    ) -> Result<Tenant, StoreError> {
+        match self
+            .write(writer::Op::UpsertTenant {
+                id: id.into(),
+                name: name.into(),
+                time_zone: time_zone.into(),
+                source: source.into(),
+            })
+            .await?
+        {
+            writer::Output::Tenant(t) => Ok(t),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// Replaces the API keys a tenant got from `source` (e.g. `config`) by `hashes`.
+    pub async fn replace_api_keys(
+        &self,
+        tenant: &str,
+        source: &str,
+        hashes: Vec<(String, String)>,
+    ) -> Result<(), StoreError> {
+        self.write(writer::Op::ReplaceApiKeys {
+            tenant: tenant.into(),
+            source: source.into(),
+            hashes,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Stores a new API key hash; returns the key's id.
+    pub async fn add_api_key(
+        &self,
+        tenant: &str,
+        hash: &str,
+        hint: &str,
+    ) -> Result<String, StoreError> {
+        match self
+            .write(writer::Op::AddApiKey {
+                tenant: tenant.into(),
+                hash: hash.into(),
+                hint: hint.into(),
+            })
+            .await?
+        {
+            writer::Output::Id(id) => Ok(id),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    pub async fn revoke_api_key(&self, tenant: &str, key_id: &str) -> Result<(), StoreError> {
+        self.write(writer::Op::RevokeApiKey {
+            tenant: tenant.into(),
+            key_id: key_id.into(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn upsert_bot(&self, bot: BotWrite) -> Result<Bot, StoreError> {
+        match self.write(writer::Op::UpsertBot(Box::new(bot))).await? {
+            writer::Output::Bot(b) => Ok(*b),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    pub async fn delete_bot(&self, scope: &Scope, id: &str) -> Result<(), StoreError> {
+        self.write(writer::Op::DeleteBot {
+            scope: scope.clone(),
+            id: id.into(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Records a lifecycle change and appends a `bot.state` event.
+    pub async fn set_bot_state(
+        &self,
+        id: &str,
+        state: BotState,
+        reason: Option<String>,
+        last_error: Option<String>,
+    ) -> Result<Bot, StoreError> {
+        match self
+            .write(writer::Op::SetBotState {
+                id: id.into(),
+                state,
+                reason,
+                last_error,
+            })
+            .await?
+        {
+            writer::Output::Bot(b) => Ok(*b),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// Stores a connector's inbound events (messages and delivery reports) for `bot_id`.
+    pub async fn ingest(
+        &self,
+        bot_id: &str,
+        events: Vec<InboundEvent>,
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        match self
+            .write(writer::Op::Ingest {
+                bot_id: bot_id.into(),
+                events,
+            })
+            .await?
+        {
+            writer::Output::Ingested(o) => Ok(o),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// Validates the recipient and writes an outbound message `queued` (the outbox).
+    pub async fn enqueue(&self, new: NewOutbound) -> Result<Enqueued, StoreError> {
+        match self.write(writer::Op::Enqueue(Box::new(new))).await? {
+            writer::Output::Enqueued(e) => Ok(*e),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// `queued` -> `sending`, counting an attempt.
+    pub async fn mark_sending(&self, id: &str) -> Result<Message, StoreError> {
+        self.transition(writer::Transition::Sending, id).await
+    }
+
+    /// `sending` -> `sent` with the platform's id.
+    pub async fn mark_sent(&self, id: &str, external_id: &str) -> Result<Message, StoreError> {
+        self.transition(writer::Transition::Sent(external_id.into()), id)
+            .await
+    }
+
+    /// `sending` -> `queued` again after a retryable error (recorded on the message).
+    pub async fn mark_retry(
+        &self,
+        id: &str,
+        error: MessageError,
+        count_attempt: bool,
+    ) -> Result<Message, StoreError> {
+        self.transition(
+            writer::Transition::Retry {
+                error,
+                count_attempt,
+            },
+            id,
+        )
+        .await
+    }
+
+    pub async fn mark_failed(&self, id: &str, error: MessageError) -> Result<Message, StoreError> {
+        self.transition(writer::Transition::Failed(error), id).await
+    }
+
+    async fn transition(&self, t: writer::Transition, id: &str) -> Result<Message, StoreError> {
+        match self
+            .write(writer::Op::Transition { id: id.into(), t })
+            .await?
+        {
+            writer::Output::Message(m) => Ok(*m),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    pub async fn set_cursor(
+        &self,
+        bot_id: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        self.write(writer::Op::SetCursor {
+            bot_id: bot_id.into(),
+            name: name.into(),
+            value: value.into(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Forgets idempotency keys older than `older_than`.
+    pub async fn prune_idempotency_keys(
+        &self,
+        older_than: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        match self.write(writer::Op::PruneIdempotency(older_than)).await? {
+            writer::Output::Count(n) => Ok(n),
+            other => Err(other.unexpected()),
+        }
+    }
+}
+
+fn prepare_url(url: &str) -> Result<(Dialect, String), StoreError> {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let path = rest.trim_start_matches("//");
+        let file = path.split('?').next().unwrap_or("");
+        if file.is_empty() {
+            return Err(StoreError::Invalid("sqlite URL names no file".into()));
+        }
+        if file != ":memory:"
+            && let Some(dir) = std::path::Path::new(file).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Invalid(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+        }
+        let url = if url.contains("mode=") {
+            url.to_string()
+        } else if url.contains('?') {
+            format!("{url}&mode=rwc")
+        } else {
+            format!("{url}?mode=rwc")
+        };
+        Ok((Dialect::Sqlite, url))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok((Dialect::Postgres, url.to_string()))
+    } else {
+        Err(StoreError::Invalid(format!(
+            "storage url must start with sqlite:// or postgres://, got {:?}",
+            url.split(':').next().unwrap_or("")
+        )))
+    }
+}

@@ -1,0 +1,427 @@
+//! Read queries. They go straight to the pool (SQLite WAL readers never wait for the writer).
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sqlx::any::Any;
+
+use super::rows::*;
+use super::sql::Sql;
+use super::*;
+use crate::model::BotCounters;
+
+pub(crate) fn encode_cursor(last: &str) -> String {
+    URL_SAFE_NO_PAD.encode(last.as_bytes())
+}
+
+pub(crate) fn decode_cursor(cursor: &str) -> Result<String, StoreError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor.as_bytes())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| StoreError::Invalid("cursor is not one this API returned".into()))
+}
+
+fn limit(page: &PageRequest) -> i64 {
+    page.limit.clamp(1, 500) as i64
+}
+
+/// Turns `limit + 1` fetched rows into a page with a cursor when there is more.
+fn paginate<T>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> Page<T> {
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|t| encode_cursor(&key(t)))
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+impl Store {
+    pub async fn get_tenant(&self, id: &str) -> Result<Tenant, StoreError> {
+        let row: Option<TenantRow> =
+            sqlx::query_as("SELECT id, name, time_zone, created_at FROM tenants WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(Tenant::from).ok_or(StoreError::NotFound)
+    }
+
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let rows: Vec<TenantRow> =
+            sqlx::query_as("SELECT id, name, time_zone, created_at FROM tenants ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(Tenant::from).collect())
+    }
+
+    /// The tenant owning a live (not revoked) API key with this hash.
+    pub async fn tenant_for_key_hash(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    pub async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        let rows: Vec<(String, String, String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, tenant_id, hint, source, created_at, revoked_at FROM api_keys \
+             WHERE tenant_id = $1 ORDER BY id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, tenant, hint, source, created, revoked)| ApiKeyInfo {
+                id,
+                tenant,
+                hint,
+                source,
+                created_at: from_micros(created),
+                revoked_at: revoked.map(from_micros),
+            })
+            .collect())
+    }
+
+    pub async fn get_bot(&self, scope: &Scope, id: &str) -> Result<Bot, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            crate::bot_columns!(),
+            " FROM bots WHERE id = $1 AND ($2 = '*' OR tenant_id = $2)"
+        );
+        let row: Option<BotRow> = sqlx::query_as(sql)
+            .bind(id)
+            .bind(scope.param())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.ok_or(StoreError::NotFound)?.try_into()
+    }
+
+    pub async fn list_bots(
+        &self,
+        scope: &Scope,
+        page: &PageRequest,
+    ) -> Result<Page<Bot>, StoreError> {
+        let limit = limit(page);
+        let mut q = Sql::new(&concat!(
+            "SELECT ",
+            crate::bot_columns!(),
+            " FROM bots WHERE ("
+        ));
+        q.bind(scope.param()).push(" = '*' OR tenant_id = ");
+        q.bind(scope.param()).push(")");
+        if let Some(c) = &page.cursor {
+            q.push(" AND id > ").bind(decode_cursor(c)?);
+        }
+        q.push(" ORDER BY id LIMIT ").bind(limit + 1);
+        let rows: Vec<BotRow> =
+            sqlx::query_as_with::<Any, BotRow, _>(sqlx::AssertSqlSafe(q.text), q.args)
+                .fetch_all(&self.pool)
+                .await?;
+        let bots = rows
+            .into_iter()
+            .map(Bot::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(paginate(bots, limit, |b| b.id.clone()))
+    }
+
+    /// Every bot of every tenant (the supervisor's reconciliation).
+    pub async fn all_bots(&self) -> Result<Vec<Bot>, StoreError> {
+        let sql = concat!("SELECT ", crate::bot_columns!(), " FROM bots ORDER BY id");
+        let rows: Vec<BotRow> = sqlx::query_as(sql).fetch_all(&self.pool).await?;
+        rows.into_iter().map(Bot::try_from).collect()
+    }
+
+    /// The sealed credentials of a bot (never leaves the gateway).
+    pub async fn bot_credentials(&self, id: &str) -> Result<Option<Sealed>, StoreError> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT credentials FROM bots WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        match row {
+            None => Err(StoreError::NotFound),
+            Some((None,)) => Ok(None),
+            Some((Some(s),)) => serde_json::from_str(&s)
+                .map(Some)
+                .map_err(|e| StoreError::corrupt(format!("sealed credentials: {e}"))),
+        }
+    }
+
+    /// Message counts per bot and kind, to seed the in-memory counters at start-up.
+    pub async fn bot_message_counts(&self) -> Result<HashMap<String, BotCounters>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT bot_id, direction, status, COUNT(*) FROM messages GROUP BY bot_id, direction, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: HashMap<String, BotCounters> = HashMap::new();
+        for (bot, direction, status, n) in rows {
+            let c = out.entry(bot).or_default();
+            let n = n.max(0) as u64;
+            match (direction.as_str(), status.as_str()) {
+                ("inbound", _) => c.received += n,
+                ("outbound", "sent" | "delivered" | "read") => c.sent += n,
+                ("outbound", "failed") => c.failed += n,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn get_conversation(
+        &self,
+        scope: &Scope,
+        id: &str,
+    ) -> Result<Conversation, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            crate::conversation_columns!(),
+            " FROM conversations WHERE id = $1 AND ($2 = '*' OR tenant_id = $2)"
+        );
+        let row: Option<ConversationRow> = sqlx::query_as(sql)
+            .bind(id)
+            .bind(scope.param())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.ok_or(StoreError::NotFound)?.try_into()
+    }
+
+    /// Conversations, newest first.
+    pub async fn list_conversations(
+        &self,
+        scope: &Scope,
+        filter: &ConversationFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Conversation>, StoreError> {
+        let limit = limit(page);
+        let mut q = Sql::new(&concat!(
+            "SELECT ",
+            crate::conversation_columns!(),
+            " FROM conversations WHERE ("
+        ));
+        q.bind(scope.param()).push(" = '*' OR tenant_id = ");
+        q.bind(scope.param()).push(")");
+        q.and_eq("bot_id", filter.bot.clone());
+        q.and_eq("platform", filter.platform.map(|p| p.as_str().to_string()));
+        if let Some(t) = filter.updated_since {
+            q.push(" AND last_message_at >= ").bind(to_micros(t));
+        }
+        if let Some(text) = &filter.q {
+            let pattern = format!("%{}%", text.to_lowercase());
+            q.push(" AND (LOWER(COALESCE(title, '')) LIKE ")
+                .bind(pattern.clone());
+            q.push(" OR LOWER(external_chat_id) LIKE ")
+                .bind(pattern)
+                .push(")");
+        }
+        if let Some(c) = &page.cursor {
+            q.push(" AND id < ").bind(decode_cursor(c)?);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").bind(limit + 1);
+        let rows: Vec<ConversationRow> =
+            sqlx::query_as_with::<Any, ConversationRow, _>(sqlx::AssertSqlSafe(q.text), q.args)
+                .fetch_all(&self.pool)
+                .await?;
+        let items = rows
+            .into_iter()
+            .map(Conversation::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(paginate(items, limit, |c| c.id.clone()))
+    }
+
+    pub async fn get_message(&self, scope: &Scope, id: &str) -> Result<Message, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            crate::message_columns!(),
+            " FROM messages WHERE id = $1 AND ($2 = '*' OR tenant_id = $2)"
+        );
+        let row: Option<MessageRow> = sqlx::query_as(sql)
+            .bind(id)
+            .bind(scope.param())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.ok_or(StoreError::NotFound)?.try_into()
+    }
+
+    /// Messages, newest first.
+    pub async fn list_messages(
+        &self,
+        scope: &Scope,
+        filter: &MessageFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Message>, StoreError> {
+        let limit = limit(page);
+        let mut q = Sql::new(&concat!(
+            "SELECT ",
+            crate::message_columns!(),
+            " FROM messages WHERE ("
+        ));
+        q.bind(scope.param()).push(" = '*' OR tenant_id = ");
+        q.bind(scope.param()).push(")");
+        q.and_eq("bot_id", filter.bot.clone());
+        q.and_eq("conversation_id", filter.conversation.clone());
+        q.and_eq(
+            "direction",
+            filter.direction.map(|d| d.as_str().to_string()),
+        );
+        q.and_eq("status", filter.status.map(|s| s.as_str().to_string()));
+        if let Some(t) = filter.since {
+            q.push(" AND created_at >= ").bind(to_micros(t));
+        }
+        if let Some(t) = filter.until {
+            q.push(" AND created_at < ").bind(to_micros(t));
+        }
+        if let Some(c) = &page.cursor {
+            q.push(" AND id < ").bind(decode_cursor(c)?);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").bind(limit + 1);
+        let rows: Vec<MessageRow> =
+            sqlx::query_as_with::<Any, MessageRow, _>(sqlx::AssertSqlSafe(q.text), q.args)
+                .fetch_all(&self.pool)
+                .await?;
+        let items = rows
+            .into_iter()
+            .map(Message::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(paginate(items, limit, |m| m.id.clone()))
+    }
+
+    /// The tenant's events after `since`, oldest first, optionally filtered.
+    pub async fn list_events(
+        &self,
+        tenant: &str,
+        since: i64,
+        types: Option<&[String]>,
+        bot: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut q = Sql::new(
+            "SELECT tenant_id, seq, type, bot_id, at, data FROM events WHERE tenant_id = ",
+        );
+        q.bind(tenant.to_string()).push(" AND seq > ").bind(since);
+        if let Some(types) = types.filter(|t| !t.is_empty()) {
+            q.push(" AND type IN (");
+            for (i, t) in types.iter().enumerate() {
+                if i > 0 {
+                    q.push(", ");
+                }
+                q.bind(t.clone());
+            }
+            q.push(")");
+        }
+        q.and_eq("bot_id", bot.map(str::to_string));
+        q.push(" ORDER BY seq LIMIT ")
+            .bind(limit.clamp(1, 10_000) as i64);
+        let rows: Vec<EventRow> =
+            sqlx::query_as_with::<Any, EventRow, _>(sqlx::AssertSqlSafe(q.text), q.args)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(Event::try_from).collect()
+    }
+
+    /// The highest seq of a tenant's event log (0 when empty).
+    pub async fn last_seq(&self, tenant: &str) -> Result<i64, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT last_seq FROM tenants WHERE id = $1")
+            .bind(tenant)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| r.0).ok_or(StoreError::NotFound)
+    }
+
+    /// A bot's outbox: its `queued` and `sending` messages in creation order, with what is
+    /// needed to send them. `sending` rows are those a killed process left in flight.
+    pub async fn outbox(&self, bot_id: &str) -> Result<Vec<OutboxEntry>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            crate::message_columns!(),
+            " FROM messages WHERE bot_id = $1 AND status IN ('queued', 'sending') ORDER BY id"
+        );
+        let rows: Vec<MessageRow> = sqlx::query_as(sql)
+            .bind(bot_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut conversations: HashMap<String, Conversation> = HashMap::new();
+        for row in rows {
+            let message = Message::try_from(row)?;
+            let conversation = match conversations.get(&message.conversation_id) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self
+                        .get_conversation(
+                            &Scope::Tenant(message.tenant.clone()),
+                            &message.conversation_id,
+                        )
+                        .await?;
+                    conversations.insert(c.id.clone(), c.clone());
+                    c
+                }
+            };
+            let reply_to_external_id = self.reply_external_id(&message).await?;
+            out.push(OutboxEntry {
+                message,
+                conversation,
+                reply_to_external_id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The platform id of the message `message` replies to, if known.
+    pub async fn reply_external_id(&self, message: &Message) -> Result<Option<String>, StoreError> {
+        let Some(reply_to) = &message.reply_to else {
+            return Ok(None);
+        };
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT external_id FROM messages WHERE id = $1 AND tenant_id = $2")
+                .bind(reply_to)
+                .bind(&message.tenant)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.and_then(|r| r.0))
+    }
+
+    pub async fn get_cursor(&self, bot_id: &str, name: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT value FROM bot_cursors WHERE bot_id = $1 AND name = $2")
+                .bind(bot_id)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    pub async fn get_contact(&self, scope: &Scope, id: &str) -> Result<Contact, StoreError> {
+        let row: Option<ContactRow> = sqlx::query_as(
+            "SELECT id, tenant_id, name, phone, created_at FROM contacts WHERE id = $1 AND ($2 = '*' OR tenant_id = $2)",
+        )
+        .bind(id)
+        .bind(scope.param())
+        .fetch_optional(&self.pool)
+        .await?;
+        let row = row.ok_or(StoreError::NotFound)?;
+        let identities: Vec<IdentityRow> = sqlx::query_as(
+            "SELECT contact_id, bot_id, platform, external_id FROM contact_identities WHERE contact_id = $1 ORDER BY bot_id",
+        )
+        .bind(&row.id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Contact {
+            identities: identities
+                .into_iter()
+                .map(Identity::try_from)
+                .collect::<Result<_, _>>()?,
+            id: row.id,
+            tenant: row.tenant_id,
+            name: row.name,
+            phone: row.phone,
+            created_at: from_micros(row.created_at),
+        })
+    }
+}

@@ -1,0 +1,54 @@
+//! A small SQL builder for queries with optional filters: `$n` placeholders numbered in
+//! order of appearance, which both PostgreSQL and sqlx's SQLite driver accept.
+
+use sqlx::Arguments;
+use sqlx::any::{Any, AnyArguments};
+
+pub struct Sql {
+    pub text: String,
+    n: usize,
+    pub args: AnyArguments,
+}
+
+impl Sql {
+    pub fn new(text: &str) -> Self {
+        Sql {
+            text: text.to_string(),
+            n: 0,
+            args: AnyArguments::default(),
+        }
+    }
+
+    pub fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+
+    /// Appends a placeholder bound to `value`.
+    pub fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        T: for<'q> sqlx::Encode<'q, Any> + sqlx::Type<Any> + Send + 'static,
+    {
+        self.n += 1;
+        self.text.push('$');
+        self.text.push_str(&self.n.to_string());
+        // Encoding into AnyArguments only fails for types Any cannot carry, which this
+        // module never binds; keep the error visible in logs rather than panic.
+        if let Err(e) = self.args.add(value) {
+            tracing::error!(error = %e, "cannot bind a query argument");
+        }
+        self
+    }
+
+    /// ` AND <col> = $n` when `value` is set.
+    pub fn and_eq<T>(&mut self, col: &str, value: Option<T>) -> &mut Self
+    where
+        T: for<'q> sqlx::Encode<'q, Any> + sqlx::Type<Any> + Send + 'static,
+    {
+        if let Some(v) = value {
+            self.push(" AND ").push(col).push(" = ");
+            self.bind(v);
+        }
+        self
+    }
+}
