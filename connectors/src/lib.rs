@@ -1,1 +1,12 @@
+//! switchboard-connectors: one module per platform, each implementing the connector contract
+//! of `switchboard_core::connector` (a `ConnectorFactory` plus a `Connector` per bot).
+//!
+//! [`registry`] lists the platforms compiled into this build. Adding a platform means adding
+//! a folder here and one line in [`registry`]; the gateway does not change.
 
+use switchboard_core::connector::ConnectorRegistry;
+
+/// Every connector of this build.
+pub fn registry() -> ConnectorRegistry {
+    ConnectorRegistry::new()
+}

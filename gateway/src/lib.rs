@@ -1,1 +1,22 @@
+//! switchboard-gateway: the `switchboard` daemon.
+//!
+//! - [`config`]: TOML + environment, validated with the key of every problem.
+//! - [`app`]: wiring, config reconciliation, ordered shutdown.
+//! - [`supervisor`]: one task per bot, lifecycle states, restarts with backoff, probes.
+//! - [`outbox`]: the dispatcher: per-bot, FIFO per conversation, paced, classified retries.
+//! - [`ingress`]: platform webhooks to connectors.
+//! - [`inbound`]: connectors' inbound events to the store.
+//! - [`control`]: what the REST API asks of the running gateway.
+//! - [`counters`], [`telemetry`]: metrics and logs.
 
+pub mod app;
+pub mod config;
+pub mod control;
+pub mod counters;
+pub mod inbound;
+pub mod ingress;
+pub mod outbox;
+pub mod supervisor;
+pub mod telemetry;
+
+pub use app::Gateway;

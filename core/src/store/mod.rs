@@ -181,6 +181,7 @@ pub struct Store {
     dialect: Dialect,
     writes: mpsc::Sender<writer::Job>,
     events: broadcast::Sender<Arc<Event>>,
+    enqueued: std::sync::Mutex<Option<mpsc::UnboundedReceiver<OutboxEntry>>>,
     writer_done: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -232,11 +233,15 @@ impl Store {
         }
         let (events, _) = broadcast::channel(options.event_buffer.max(16));
         let (writes, rx) = mpsc::channel(options.writer.queue.max(16));
+        let (enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(writer::run(
             pool.clone(),
             dialect,
             rx,
-            events.clone(),
+            writer::Announce {
+                events: events.clone(),
+                enqueued: enqueued_tx,
+            },
             options.writer.clone(),
         ));
         Ok(Arc::new(Store {
@@ -244,6 +249,7 @@ impl Store {
             dialect,
             writes,
             events,
+            enqueued: std::sync::Mutex::new(Some(enqueued_rx)),
             writer_done: tokio::sync::Mutex::new(Some(task)),
         }))
     }
@@ -262,6 +268,15 @@ impl Store {
     /// Live events committed from now on, in commit order (per tenant: seq order).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.events.subscribe()
+    }
+
+    /// New outbox entries in commit order (per conversation: FIFO), for the one dispatcher of
+    /// this process. Returns `None` after the first call.
+    pub fn take_enqueued(&self) -> Option<mpsc::UnboundedReceiver<OutboxEntry>> {
+        self.enqueued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Lets pending writes finish, stops the writer and closes the pool.
@@ -372,6 +387,20 @@ impl Store {
 
     pub async fn upsert_bot(&self, bot: BotWrite) -> Result<Bot, StoreError> {
         match self.write(writer::Op::UpsertBot(Box::new(bot))).await? {
+            writer::Output::Bot(b) => Ok(*b),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// Persists an operator's start (`true`) or stop (`false`).
+    pub async fn set_bot_enabled(&self, id: &str, enabled: bool) -> Result<Bot, StoreError> {
+        match self
+            .write(writer::Op::SetBotEnabled {
+                id: id.into(),
+                enabled,
+            })
+            .await?
+        {
             writer::Output::Bot(b) => Ok(*b),
             other => Err(other.unexpected()),
         }

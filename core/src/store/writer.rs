@@ -85,6 +85,10 @@ pub(super) enum Op {
         id: String,
         t: Transition,
     },
+    SetBotEnabled {
+        id: String,
+        enabled: bool,
+    },
     SetCursor {
         bot_id: String,
         name: String,
@@ -131,11 +135,17 @@ struct PendingEvent {
 
 type Conn = AnyConnection;
 
+/// Where committed writes are announced: live events, and new outbox entries in commit order.
+pub(super) struct Announce {
+    pub events: broadcast::Sender<Arc<Event>>,
+    pub enqueued: mpsc::UnboundedSender<OutboxEntry>,
+}
+
 pub(super) async fn run(
     pool: AnyPool,
     dialect: Dialect,
     mut rx: mpsc::Receiver<Job>,
-    events: broadcast::Sender<Arc<Event>>,
+    announce: Announce,
     config: WriterConfig,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(config.max_batch);
@@ -153,7 +163,7 @@ pub(super) async fn run(
                 batch.push(j);
             }
         }
-        commit_batch(&pool, dialect, &mut batch, &events).await;
+        commit_batch(&pool, dialect, &mut batch, &announce).await;
         if shutdown.is_some() {
             break;
         }
@@ -163,21 +173,25 @@ pub(super) async fn run(
     }
 }
 
-async fn commit_batch(
-    pool: &AnyPool,
-    dialect: Dialect,
-    batch: &mut Vec<Job>,
-    events: &broadcast::Sender<Arc<Event>>,
-) {
+async fn commit_batch(pool: &AnyPool, dialect: Dialect, batch: &mut Vec<Job>, announce: &Announce) {
     let started = std::time::Instant::now();
     let size = batch.len();
     match apply_batch(pool, dialect, batch).await {
         Ok((results, published)) => {
             for (job, result) in batch.drain(..).zip(results) {
+                if let Ok(Output::Enqueued(e)) = &result
+                    && !e.replayed
+                {
+                    let _ = announce.enqueued.send(OutboxEntry {
+                        message: e.message.clone(),
+                        conversation: e.conversation.clone(),
+                        reply_to_external_id: None,
+                    });
+                }
                 let _ = job.reply.send(result);
             }
             for e in published {
-                let _ = events.send(e);
+                let _ = announce.events.send(e);
             }
         }
         Err(e) => {
@@ -457,6 +471,11 @@ async fn apply(
         }
         Op::Ingest { bot_id, events } => {
             let bot = load_bot(tx, bot_id).await?;
+            sqlx::query("UPDATE bots SET last_seen_at = $1 WHERE id = $2")
+                .bind(now_micros())
+                .bind(bot_id)
+                .execute(&mut *tx)
+                .await?;
             let mut outcomes = Vec::with_capacity(events.len());
             for e in events {
                 let outcome = match e {
@@ -469,6 +488,18 @@ async fn apply(
         }
         Op::Enqueue(new) => enqueue(tx, new, ev).await,
         Op::Transition { id, t } => transition(tx, id, t, ev).await,
+        Op::SetBotEnabled { id, enabled } => {
+            let done = sqlx::query("UPDATE bots SET enabled = $1, updated_at = $2 WHERE id = $3")
+                .bind(*enabled as i64)
+                .bind(now_micros())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(Output::Bot(Box::new(load_bot(tx, id).await?)))
+        }
         Op::SetCursor {
             bot_id,
             name,

@@ -1,0 +1,229 @@
+//! Messages: send (into the outbox), list, fetch with status history.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use switchboard_core::model::{Content, Direction, Message, MessageStatus};
+use switchboard_core::secret::sha256_hex;
+use switchboard_core::store::{MessageFilter, NewOutbound, Recipient};
+use utoipa::ToSchema;
+
+use super::{List, parse_time};
+use crate::auth::Caller;
+use crate::extract::{ApiJson, ApiQuery, Pagination};
+use crate::{ApiError, ApiState};
+
+/// Who to send to: exactly one of the fields.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct To {
+    pub conversation_id: Option<String>,
+    pub contact_id: Option<String>,
+    /// The platform's chat id (a string; numbers are accepted).
+    #[schema(value_type = Option<String>)]
+    pub chat_id: Option<Value>,
+    /// E.164, for SMS and WhatsApp bots.
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    pub bot_id: String,
+    pub to: To,
+    pub content: Content,
+    /// Id of a message of the same conversation to reply to.
+    pub reply_to: Option<String>,
+}
+
+/// Normalizes a phone number written with spaces, dashes, dots or parentheses to E.164.
+pub fn normalize_e164(raw: &str) -> Result<String, ApiError> {
+    let cleaned: String = raw
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+        .collect();
+    let digits = cleaned.strip_prefix('+').unwrap_or("");
+    if digits.len() >= 7
+        && digits.len() <= 15
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+    {
+        Ok(cleaned)
+    } else {
+        Err(ApiError::unprocessable(format!(
+            "to.phone: {raw:?} is not a valid phone number in E.164 form (+ and 7 to 15 digits, e.g. \"+15551234567\")"
+        )))
+    }
+}
+
+fn recipient(to: &To) -> Result<Recipient, ApiError> {
+    let mut found = Vec::new();
+    if let Some(c) = &to.conversation_id {
+        found.push(Recipient::Conversation(c.clone()));
+    }
+    if let Some(c) = &to.contact_id {
+        found.push(Recipient::Contact(c.clone()));
+    }
+    if let Some(c) = &to.chat_id {
+        let chat = match c {
+            Value::String(s) if !s.is_empty() => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => {
+                return Err(ApiError::unprocessable(
+                    "to.chat_id must be a non-empty string or a number",
+                ));
+            }
+        };
+        found.push(Recipient::Chat(chat));
+    }
+    if let Some(p) = &to.phone {
+        found.push(Recipient::Phone(normalize_e164(p)?));
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(ApiError::unprocessable(
+            "to needs one of conversation_id, contact_id, chat_id or phone",
+        )),
+        _ => Err(ApiError::unprocessable(
+            "to takes exactly one of conversation_id, contact_id, chat_id or phone",
+        )),
+    }
+}
+
+/// Queues a message for sending: 202 with the message (`status: queued`). With an
+/// `Idempotency-Key`, a repeat within 24 h returns the first message and sends nothing.
+#[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = SendMessage,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe for 24 h")),
+    responses((status = 202, body = Message), (status = 409, body = crate::problem::Problem),
+        (status = 422, body = crate::problem::Problem)), security(("bearer" = [])))]
+pub async fn create(
+    State(s): State<ApiState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    let req: SendMessage =
+        serde_json::from_value(body.clone()).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    let idempotency = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                    )
+                })?;
+            Some((key.to_string(), sha256_hex(body.to_string().as_bytes())))
+        }
+    };
+    req.content.validate().map_err(ApiError::unprocessable)?;
+    let to = recipient(&req.to)?;
+    // The bot decides the tenant for the admin token; an API key only reaches its own bots.
+    let bot = s
+        .store
+        .get_bot(&caller.scope, &req.bot_id)
+        .await
+        .map_err(|_| ApiError::unprocessable(format!("bot_id: no bot {:?}", req.bot_id)))?;
+    let enqueued = s
+        .control
+        .submit(NewOutbound {
+            tenant: bot.tenant,
+            bot_id: req.bot_id,
+            to,
+            content: req.content,
+            reply_to: req.reply_to,
+            idempotency,
+        })
+        .await?;
+    let mut resp = (StatusCode::ACCEPTED, Json(&enqueued.message)).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/v1/messages/{}", enqueued.message.id)) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    if enqueued.replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct MessageQuery {
+    pub bot: Option<String>,
+    /// `inbound` or `outbound`.
+    pub direction: Option<String>,
+    pub status: Option<String>,
+    /// RFC 3339, inclusive.
+    pub since: Option<String>,
+    /// RFC 3339, exclusive.
+    pub until: Option<String>,
+}
+
+/// Messages, newest first.
+#[utoipa::path(get, path = "/v1/messages", tag = "messages", params(MessageQuery, Pagination),
+    responses((status = 200, body = List<Message>)), security(("bearer" = [])))]
+pub async fn list(
+    State(s): State<ApiState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<MessageQuery>,
+    ApiQuery(p): ApiQuery<Pagination>,
+) -> Result<Json<List<Message>>, ApiError> {
+    let direction = match q.direction.as_deref().filter(|d| !d.is_empty()) {
+        None => None,
+        Some(d) => Some(Direction::parse(d).ok_or_else(|| {
+            ApiError::bad_request(format!("direction must be inbound or outbound, got {d:?}"))
+        })?),
+    };
+    let status = match q.status.as_deref().filter(|d| !d.is_empty()) {
+        None => None,
+        Some(st) => Some(
+            MessageStatus::parse(st)
+                .ok_or_else(|| ApiError::bad_request(format!("status: unknown status {st:?}")))?,
+        ),
+    };
+    let filter = MessageFilter {
+        bot: q.bot.filter(|b| !b.is_empty()),
+        conversation: None,
+        direction,
+        status,
+        since: parse_time("since", &q.since)?,
+        until: parse_time("until", &q.until)?,
+    };
+    let page = s
+        .store
+        .list_messages(&caller.scope, &filter, &p.page()?)
+        .await?;
+    Ok(Json(List {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// One message with its status history and error.
+#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages",
+    responses((status = 200, body = Message), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
+pub async fn get(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Message>, ApiError> {
+    Ok(Json(s.store.get_message(&caller.scope, &id).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_normalize_to_e164_or_name_the_number() {
+        assert_eq!(normalize_e164("+1 (555) 123-4567").unwrap(), "+15551234567");
+        let err = normalize_e164("0551234").unwrap_err();
+        assert!(err.detail.contains("\"0551234\""));
+        assert!(normalize_e164("+0123456789").is_err());
+    }
+}

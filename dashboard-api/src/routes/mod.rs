@@ -1,0 +1,90 @@
+//! The REST routes of API.md, one module per resource.
+
+pub mod bots;
+pub mod conversations;
+pub mod events;
+pub mod health;
+pub mod messages;
+pub mod tenants;
+
+use axum::Router;
+use axum::routing::{get, post};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{ApiError, ApiState};
+
+/// A page of a list: `{"items": [...], "next_cursor": "..." | null}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(crate::openapi::serve))
+        .route("/v1/tenants", get(tenants::list).post(tenants::create))
+        .route(
+            "/v1/tenants/{id}/api-keys",
+            get(tenants::list_keys).post(tenants::create_key),
+        )
+        .route(
+            "/v1/tenants/{id}/api-keys/{key_id}",
+            axum::routing::delete(tenants::revoke_key),
+        )
+        .route("/v1/bots", get(bots::list).post(bots::create))
+        .route("/v1/bots/actions", post(bots::bulk_action))
+        .route(
+            "/v1/bots/{id}",
+            get(bots::get).patch(bots::update).delete(bots::delete),
+        )
+        .route("/v1/bots/{id}/start", post(bots::start))
+        .route("/v1/bots/{id}/stop", post(bots::stop))
+        .route("/v1/bots/{id}/restart", post(bots::restart))
+        .route("/v1/conversations", get(conversations::list))
+        .route("/v1/conversations/{id}", get(conversations::get))
+        .route(
+            "/v1/conversations/{id}/messages",
+            get(conversations::messages),
+        )
+        .route("/v1/messages", get(messages::list).post(messages::create))
+        .route("/v1/messages/{id}", get(messages::get))
+        .route("/v1/events", get(events::list))
+        .route("/v1/feed", get(crate::feed::feed))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this path",
+    )
+}
+
+/// Parses an RFC 3339 timestamp query parameter, naming it when it is wrong.
+pub fn parse_time(
+    name: &str,
+    v: &Option<String>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    v.as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "{name} must be an RFC 3339 timestamp, got {s:?}"
+                    ))
+                })
+        })
+        .transpose()
+}

@@ -1,0 +1,140 @@
+//! Platform webhook ingress: `/webhooks/{platform}/{bot_id}[/...]`, raw bytes to the bot's
+//! connector, which verifies the platform's signature before parsing and answers only after
+//! what the request carried is stored. Bodies over the limit get 413 before any of that.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use switchboard_core::Store;
+use switchboard_core::connector::{InboundSink, WebhookRequest};
+use switchboard_core::store::Scope;
+use switchboard_dashboard_api::ApiError;
+
+use crate::supervisor::Supervisor;
+
+#[derive(Clone)]
+pub struct Ingress {
+    pub store: Arc<Store>,
+    pub supervisor: Supervisor,
+    pub sink: Arc<dyn InboundSink>,
+}
+
+pub fn router(ingress: Ingress) -> axum::Router {
+    axum::Router::new()
+        .route("/webhooks/{platform}/{bot_id}", axum::routing::any(handle))
+        .route(
+            "/webhooks/{platform}/{bot_id}/{*rest}",
+            axum::routing::any(handle_rest),
+        )
+        .with_state(ingress)
+}
+
+async fn handle_rest(
+    state: State<Ingress>,
+    Path((platform, bot_id, rest)): Path<(String, String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    serve(
+        state,
+        platform,
+        bot_id,
+        format!("/{rest}"),
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
+}
+
+async fn handle(
+    state: State<Ingress>,
+    Path((platform, bot_id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    serve(
+        state,
+        platform,
+        bot_id,
+        String::new(),
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    State(s): State<Ingress>,
+    platform: String,
+    bot_id: String,
+    subpath: String,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            reject(&bot_id, "too_large");
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body is larger than 1 MiB",
+            )
+            .into_response();
+        }
+        Err(r) => return ApiError::bad_request(r.body_text()).into_response(),
+    };
+    let bot = match s.store.get_bot(&Scope::All, &bot_id).await {
+        Ok(b) if b.platform.as_str() == platform => b,
+        _ => return ApiError::not_found(format!("no {platform} bot {bot_id:?}")).into_response(),
+    };
+    let Some(connector) = s.supervisor.connector(&bot.id) else {
+        // Not running: answer with a retryable status so the platform redelivers later.
+        return ApiError::unavailable(format!("bot {:?} is {}", bot.id, bot.state.as_str()))
+            .into_response();
+    };
+    let request = WebhookRequest {
+        method: method.to_string(),
+        subpath,
+        query: uri.query().unwrap_or("").to_string(),
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (k.as_str().to_string(), v.to_string()))
+            })
+            .collect(),
+        body: body.to_vec(),
+    };
+    let resp = connector.handle_webhook(request, s.sink.as_ref()).await;
+    if resp.status == 401 || resp.status == 403 {
+        reject(&bot.id, "verification");
+    }
+    let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, resp.content_type)],
+        resp.body,
+    )
+        .into_response()
+}
+
+fn reject(bot: &str, reason: &'static str) {
+    let labels = [("bot", bot.to_string()), ("reason", reason.to_string())];
+    metrics::counter!(switchboard_core::metrics::WEBHOOK_REJECTED, &labels).increment(1);
+}
