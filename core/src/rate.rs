@@ -192,7 +192,7 @@ impl GovernorPacer {
     fn housekeeping(&self) {
         let mut f = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
         f.acquisitions += 1;
-        if f.acquisitions % 4096 == 0 {
+        if f.acquisitions.is_multiple_of(4096) {
             drop(f);
             if let Some(l) = &self.per_chat {
                 l.retain_recent();

@@ -74,9 +74,7 @@ struct Filter {
 
 impl Filter {
     fn matches(&self, e: &Event) -> bool {
-        self.types
-            .as_ref()
-            .is_none_or(|t| t.iter().any(|t| *t == e.kind))
+        self.types.as_ref().is_none_or(|t| t.contains(&e.kind))
             && self
                 .bot
                 .as_ref()

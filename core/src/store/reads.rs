@@ -108,7 +108,7 @@ impl Store {
         page: &PageRequest,
     ) -> Result<Page<Bot>, StoreError> {
         let limit = limit(page);
-        let mut q = Sql::new(&concat!(
+        let mut q = Sql::new(concat!(
             "SELECT ",
             crate::bot_columns!(),
             " FROM bots WHERE ("
@@ -200,7 +200,7 @@ impl Store {
         page: &PageRequest,
     ) -> Result<Page<Conversation>, StoreError> {
         let limit = limit(page);
-        let mut q = Sql::new(&concat!(
+        let mut q = Sql::new(concat!(
             "SELECT ",
             crate::conversation_columns!(),
             " FROM conversations WHERE ("
@@ -257,7 +257,7 @@ impl Store {
         page: &PageRequest,
     ) -> Result<Page<Message>, StoreError> {
         let limit = limit(page);
-        let mut q = Sql::new(&concat!(
+        let mut q = Sql::new(concat!(
             "SELECT ",
             crate::message_columns!(),
             " FROM messages WHERE ("
