@@ -65,9 +65,11 @@ pub trait ConnectorFactory: Send + Sync + 'static {
 /// One running bot on one platform.
 #[async_trait]
 pub trait Connector: Send + Sync + 'static {
-    /// The inbound loop. Returns `Ok(())` once `ctx.cancel` fires; an `Err` makes the
-    /// supervisor restart it (or stop for good when the error is fatal for the bot).
-    /// Webhook-only connectors register what they need and wait for cancellation.
+    /// The inbound loop. Calls `ctx.health.running()` once it receives (poll loop started,
+    /// session ready, webhook registered): until then the bot is `starting`. Returns
+    /// `Ok(())` once `ctx.cancel` fires; an `Err` makes the supervisor restart it (or stop for
+    /// good when the error is fatal for the bot). Webhook-only connectors register what they
+    /// need, report running and wait for cancellation.
     async fn run(&self, ctx: RunContext) -> Result<(), ConnectorError>;
 
     /// Sends one message. Called by the dispatcher after the pacer granted a slot.

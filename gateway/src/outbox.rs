@@ -392,6 +392,8 @@ impl Outbox {
                 Ok(Some(Done::Finished))
             }
             ConnectorError::Auth { .. } | ConnectorError::Config(_) => {
+                // Hold the queue now: nothing more goes out with rejected credentials.
+                self.detach(bot);
                 store.mark_retry(id, recorded, false).await?;
                 (live.on_fatal)(err);
                 Ok(None)

@@ -1,6 +1,7 @@
 //! The supervisor: one task per enabled bot, owning its connector's life.
 //!
-//! Lifecycle: `starting -> running <-> degraded`, then on an error or a panic `backoff`
+//! Lifecycle: `starting -> running <-> degraded` (a connector reports `running` itself, once
+//! it receives: poll loop started, gateway session ready, webhook registered), then on an error or a panic `backoff`
 //! (restart after 1 s doubling to 5 min, with ±20% jitter; the delay resets after a healthy
 //! minute), `stopped` when asked to stop, `failed` on a permanent error (credentials rejected,
 //! bad configuration) with no retry loop. Probes run on an interval beside the connector's
@@ -8,6 +9,7 @@
 //! `switchboard_bot_state` gauge. One bot's trouble never touches another's task.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -168,6 +170,8 @@ impl Supervisor {
     }
 
     async fn spawn(&self, bot_id: &str, fingerprint: String) {
+        // Recorded before the task exists, so no reader sees the state a previous run left.
+        self.set_state(bot_id, BotState::Starting, None, None).await;
         let cancel = CancellationToken::new();
         let this = self.clone();
         let id = bot_id.to_string();
@@ -390,6 +394,7 @@ impl Supervisor {
             store: self.inner.store.clone(),
             counters: self.inner.counters.clone(),
             bot_id: bot_id.to_string(),
+            active: Arc::new(AtomicBool::new(true)),
         });
         let run_cancel = cancel.child_token();
         let ctx = RunContext {
@@ -404,7 +409,6 @@ impl Supervisor {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(bot_id.to_string(), connector.clone());
-        self.set_state(bot_id, BotState::Running, None, None).await;
         let on_fatal: Arc<dyn Fn(ConnectorError) + Send + Sync> = Arc::new(move |e| {
             let _ = fatal_tx.send(e);
         });
@@ -439,6 +443,7 @@ impl Supervisor {
             Some(e) = fatal_rx.recv() => Ended::Failed(e.to_string()),
             _ = cancel.cancelled() => Ended::Stopped,
         };
+        health.active.store(false, Ordering::SeqCst);
         run_cancel.cancel();
         if !run.is_finished() {
             // Give the inbound loop a moment to finish the update it is storing.
@@ -516,42 +521,37 @@ async fn set_state(
     }
 }
 
-/// A running connector's health reports, recorded as bot states.
+/// A running connector's health reports, recorded as bot states while its run lasts.
 struct Health {
     store: Arc<Store>,
     counters: Arc<Counters>,
     bot_id: String,
+    /// False once the run ended: late reports must not overwrite the supervisor's state.
+    active: Arc<AtomicBool>,
+}
+
+impl Health {
+    fn report(&self, state: BotState, reason: Option<String>) {
+        let (store, counters, id) = (
+            self.store.clone(),
+            self.counters.clone(),
+            self.bot_id.clone(),
+        );
+        let active = self.active.clone();
+        tokio::spawn(async move {
+            if active.load(Ordering::SeqCst) {
+                set_state(&store, &counters, &id, state, reason.clone(), reason).await;
+            }
+        });
+    }
 }
 
 impl HealthReporter for Health {
     fn running(&self) {
-        let (store, counters, id) = (
-            self.store.clone(),
-            self.counters.clone(),
-            self.bot_id.clone(),
-        );
-        tokio::spawn(async move {
-            set_state(&store, &counters, &id, BotState::Running, None, None).await
-        });
+        self.report(BotState::Running, None);
     }
 
     fn degraded(&self, reason: &str) {
-        let (store, counters, id) = (
-            self.store.clone(),
-            self.counters.clone(),
-            self.bot_id.clone(),
-        );
-        let reason = reason.to_string();
-        tokio::spawn(async move {
-            set_state(
-                &store,
-                &counters,
-                &id,
-                BotState::Degraded,
-                Some(reason.clone()),
-                Some(reason),
-            )
-            .await
-        });
+        self.report(BotState::Degraded, Some(reason.to_string()));
     }
 }

@@ -1,1 +1,9 @@
+//! End-to-end tests: the real gateway over HTTP and WebSocket on 127.0.0.1.
 
+mod api;
+mod dispatcher;
+mod feed;
+mod ingress;
+mod secrets;
+mod supervisor;
+mod tenancy;
