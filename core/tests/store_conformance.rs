@@ -235,6 +235,17 @@ async fn concurrent_writes_get_gapless_sequence_numbers() {
         let events = s.list_events("acme", 0, None, None, 1000).await.unwrap();
         let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, (1..=201).collect::<Vec<_>>(), "{}", b.name);
+        // Group commit: concurrent writes share transactions (and fsyncs).
+        use std::sync::atomic::Ordering::Relaxed;
+        let (commits, writes) = (
+            s.writer_stats().commits.load(Relaxed),
+            s.writer_stats().writes.load(Relaxed),
+        );
+        assert!(
+            writes >= 202 && commits < writes / 2,
+            "{}: {writes} writes in {commits} commits",
+            b.name
+        );
         assert_eq!(s.last_seq("acme").await.unwrap(), 201);
     }
 }

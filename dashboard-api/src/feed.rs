@@ -36,6 +36,8 @@ pub struct FeedQuery {
 }
 
 const REPLAY_PAGE: u32 = 1000;
+/// How long the last frames (`feed.lagged`, close) may wait for a slow socket.
+const GOODBYE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Upgrades to the event feed WebSocket.
 #[utoipa::path(get, path = "/v1/feed", tag = "events", params(FeedQuery),
@@ -181,7 +183,8 @@ async fn serve(
             "at": chrono::Utc::now(),
             "data": {"last_seq": last, "reason": "the client fell too far behind; reconnect with since=last_seq"},
         });
-        let short = std::time::Duration::from_millis(500);
+        // The socket may be full: give the notice time to get through once the client reads.
+        let short = GOODBYE_TIMEOUT;
         let _ = tokio::time::timeout(
             short,
             tx.send(WsMessage::Text(Utf8Bytes::from(lagged.to_string()))),

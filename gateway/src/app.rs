@@ -54,6 +54,57 @@ pub fn cipher(config: &Config) -> anyhow::Result<Option<Cipher>> {
     Ok(Some(c))
 }
 
+/// Without a configured admin token, `serve` uses the one in `<data dir>/admin-token`,
+/// creating it (random, mode 0600) on first start, so a fresh checkout is administrable
+/// without putting a secret in the config. Returns the file's path.
+pub fn bootstrap_admin_token(config: &mut Config) -> anyhow::Result<Option<std::path::PathBuf>> {
+    if config.security.admin_token.is_some() {
+        return Ok(None);
+    }
+    let url = config.storage.url.expose();
+    let dir = match url.strip_prefix("sqlite:") {
+        Some(rest) => std::path::Path::new(
+            rest.trim_start_matches("//")
+                .split('?')
+                .next()
+                .unwrap_or(""),
+        )
+        .parent()
+        .map(|p| p.to_path_buf())
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| "data".into()),
+        None => "data".into(),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("admin-token");
+    let token = match std::fs::read_to_string(&path) {
+        Ok(t) if t.trim().len() >= 16 => t.trim().to_string(),
+        _ => {
+            let token = format!(
+                "sbadm_{}",
+                switchboard_core::secret::generate_api_key().trim_start_matches("sk_")
+            );
+            write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+            token
+        }
+    };
+    config.security.admin_token = Some(switchboard_core::secret::Secret::new(token));
+    Ok(Some(path))
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.write_all(b"\n")
+}
+
 impl Gateway {
     /// Starts everything and begins serving on `config.server.listen` (port 0: any free port).
     pub async fn start(config: Config, registry: ConnectorRegistry) -> anyhow::Result<Gateway> {
@@ -166,6 +217,26 @@ impl Gateway {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
+        {
+            let store = store.clone();
+            let stop = closing.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {
+                            let cutoff = chrono::Utc::now() - chrono::Duration::hours(24);
+                            match store.prune_idempotency_keys(cutoff).await {
+                                Ok(n) if n > 0 => tracing::debug!(removed = n, "expired idempotency keys pruned"),
+                                Ok(_) => {}
+                                Err(e) => tracing::warn!(error = %e, "cannot prune idempotency keys"),
+                            }
+                        }
+                        _ = stop.cancelled() => break,
+                    }
+                }
+            });
+        }
         tracing::info!(%addr, "switchboard listening");
         Ok(Gateway {
             addr,

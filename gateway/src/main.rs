@@ -81,11 +81,21 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(path: PathBuf) -> ExitCode {
-    let c = match load(&path) {
+    let mut c = match load(&path) {
         Ok(c) => c,
         Err(code) => return code,
     };
     telemetry::init_logging(&c.log);
+    match switchboard_gateway::app::bootstrap_admin_token(&mut c) {
+        Ok(Some(file)) => {
+            tracing::info!(file = %file.display(), "no security.admin_token configured: the admin token is in this file")
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("switchboard: cannot prepare the admin token: {e:#}");
+            return ExitCode::from(1);
+        }
+    }
     let mut gateway = match Gateway::start(c, switchboard_connectors::registry()).await {
         Ok(g) => g,
         Err(e) => {
@@ -109,7 +119,8 @@ async fn serve(path: PathBuf) -> ExitCode {
             _ = hup.recv() => {
                 tracing::info!(config = %path.display(), "SIGHUP: reloading bots");
                 match config::load(&path, &ProcessEnv, &switchboard_connectors::registry()) {
-                    Ok(c) => {
+                    Ok(mut c) => {
+                        let _ = switchboard_gateway::app::bootstrap_admin_token(&mut c);
                         if let Err(e) = gateway.reload(c).await {
                             tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running bots");
                         }

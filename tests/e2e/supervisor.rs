@@ -206,6 +206,8 @@ token = "literal-b-token"
     t.restart().await;
     t.wait_state(ACME_KEY, "cfg-a", "running", Duration::from_secs(5))
         .await;
+    t.wait_state(ACME_KEY, "cfg-b", "running", Duration::from_secs(5))
+        .await;
     let (_, list) = t.get(ACME_KEY, "/v1/bots").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
     // Reload: cfg-a's token changes, cfg-b is unchanged, cfg-c is new, nothing is removed yet.

@@ -13,6 +13,8 @@
 mod reads;
 pub mod rows;
 mod sql;
+mod write_admin;
+mod write_messages;
 mod writer;
 
 use std::sync::Arc;
@@ -28,7 +30,7 @@ use crate::error::StoreError;
 use crate::model::*;
 use crate::secret::Sealed;
 
-pub use writer::WriterConfig;
+pub use writer::{WriterConfig, WriterStats};
 
 /// Which SQL dialect the store speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +184,7 @@ pub struct Store {
     writes: mpsc::Sender<writer::Job>,
     events: broadcast::Sender<Arc<Event>>,
     enqueued: std::sync::Mutex<Option<mpsc::UnboundedReceiver<OutboxEntry>>>,
+    stats: Arc<WriterStats>,
     writer_done: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -234,6 +237,7 @@ impl Store {
         let (events, _) = broadcast::channel(options.event_buffer.max(16));
         let (writes, rx) = mpsc::channel(options.writer.queue.max(16));
         let (enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(WriterStats::default());
         let task = tokio::spawn(writer::run(
             pool.clone(),
             dialect,
@@ -241,6 +245,7 @@ impl Store {
             writer::Announce {
                 events: events.clone(),
                 enqueued: enqueued_tx,
+                stats: stats.clone(),
             },
             options.writer.clone(),
         ));
@@ -250,6 +255,7 @@ impl Store {
             writes,
             events,
             enqueued: std::sync::Mutex::new(Some(enqueued_rx)),
+            stats,
             writer_done: tokio::sync::Mutex::new(Some(task)),
         }))
     }
@@ -268,6 +274,11 @@ impl Store {
     /// Live events committed from now on, in commit order (per tenant: seq order).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.events.subscribe()
+    }
+
+    /// How many writes shared how many commits (group commit at work).
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.stats
     }
 
     /// New outbox entries in commit order (per conversation: FIFO), for the one dispatcher of
