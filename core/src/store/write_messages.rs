@@ -185,19 +185,13 @@ pub(super) async fn resolve_sender(
     let contact_id = match by_phone {
         Some((id,)) => id,
         None => {
-            let id = new_id();
-            let now = now_micros();
-            sqlx::query(
-                "INSERT INTO contacts (id, tenant_id, name, phone, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+            insert_contact(
+                tx,
+                &bot.tenant,
+                sender.name.as_deref(),
+                sender.phone.as_deref(),
             )
-            .bind(&id)
-            .bind(&bot.tenant)
-            .bind(&sender.name)
-            .bind(&sender.phone)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            id
+            .await?
         }
     };
     sqlx::query(
@@ -502,6 +496,47 @@ pub(super) async fn load_conversation(tx: &mut Conn, id: &str) -> Result<Convers
     row.ok_or(StoreError::NotFound)?.try_into()
 }
 
+/// The bot's direct conversation with `chat`, opened if the bot never talked there.
+async fn direct_conversation(
+    tx: &mut Conn,
+    bot: &Bot,
+    chat: &str,
+    contact_id: Option<String>,
+    ev: &mut Vec<PendingEvent>,
+) -> Result<Conversation, StoreError> {
+    if let Some(c) = find_conversation(tx, &bot.id, chat).await? {
+        return Ok(c);
+    }
+    let chat = ChatRef {
+        external_chat_id: chat.to_string(),
+        kind: ConversationKind::Direct,
+        title: None,
+    };
+    create_conversation(tx, bot, &chat, contact_id, ev).await
+}
+
+/// A new contact row; returns its id.
+async fn insert_contact(
+    tx: &mut Conn,
+    tenant: &str,
+    name: Option<&str>,
+    phone: Option<&str>,
+) -> Result<String, StoreError> {
+    let id = new_id();
+    let now = now_micros();
+    sqlx::query(
+        "INSERT INTO contacts (id, tenant_id, name, phone, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+    )
+    .bind(&id)
+    .bind(tenant)
+    .bind(name)
+    .bind(phone)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(id)
+}
+
 /// Finds (or opens) the conversation an outbound message goes to.
 pub(super) async fn resolve_recipient(
     tx: &mut Conn,
@@ -509,11 +544,6 @@ pub(super) async fn resolve_recipient(
     to: &Recipient,
     ev: &mut Vec<PendingEvent>,
 ) -> Result<(Conversation, Option<String>), StoreError> {
-    let direct = |chat: String| ChatRef {
-        external_chat_id: chat,
-        kind: ConversationKind::Direct,
-        title: None,
-    };
     match to {
         Recipient::Conversation(id) => {
             let c = load_conversation(tx, id)
@@ -535,10 +565,7 @@ pub(super) async fn resolve_recipient(
             Ok((c, contact))
         }
         Recipient::Chat(chat) => {
-            let c = match find_conversation(tx, &bot.id, chat).await? {
-                Some(c) => c,
-                None => create_conversation(tx, bot, &direct(chat.clone()), None, ev).await?,
-            };
+            let c = direct_conversation(tx, bot, chat, None, ev).await?;
             let contact = c.contact_id.clone();
             Ok((c, contact))
         }
@@ -575,13 +602,7 @@ pub(super) async fn resolve_recipient(
                     )));
                 }
             };
-            let c = match find_conversation(tx, &bot.id, &chat).await? {
-                Some(c) => c,
-                None => {
-                    create_conversation(tx, bot, &direct(chat), Some(contact_id.clone()), ev)
-                        .await?
-                }
-            };
+            let c = direct_conversation(tx, bot, &chat, Some(contact_id.clone()), ev).await?;
             Ok((c, Some(contact_id.clone())))
         }
         Recipient::Phone(phone) => {
@@ -599,34 +620,9 @@ pub(super) async fn resolve_recipient(
                     .await?;
             let contact_id = match contact {
                 Some((id,)) => id,
-                None => {
-                    let id = new_id();
-                    let now = now_micros();
-                    sqlx::query(
-                        "INSERT INTO contacts (id, tenant_id, name, phone, created_at, updated_at) VALUES ($1, $2, NULL, $3, $4, $4)",
-                    )
-                    .bind(&id)
-                    .bind(&bot.tenant)
-                    .bind(phone)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    id
-                }
+                None => insert_contact(tx, &bot.tenant, None, Some(phone)).await?,
             };
-            let c = match find_conversation(tx, &bot.id, phone).await? {
-                Some(c) => c,
-                None => {
-                    create_conversation(
-                        tx,
-                        bot,
-                        &direct(phone.clone()),
-                        Some(contact_id.clone()),
-                        ev,
-                    )
-                    .await?
-                }
-            };
+            let c = direct_conversation(tx, bot, phone, Some(contact_id.clone()), ev).await?;
             Ok((c, Some(contact_id)))
         }
     }
