@@ -4,9 +4,15 @@
 //! [`registry`] lists the platforms compiled into this build. Adding a platform means adding
 //! a folder here and one line in [`registry`]; the gateway does not change.
 
+use std::sync::Arc;
+
 use switchboard_core::connector::ConnectorRegistry;
+
+pub mod telegram;
 
 /// Every connector of this build.
 pub fn registry() -> ConnectorRegistry {
-    ConnectorRegistry::new()
+    let mut r = ConnectorRegistry::new();
+    r.register(Arc::new(telegram::TelegramFactory::new()));
+    r
 }

@@ -50,7 +50,7 @@ pub trait ConnectorFactory: Send + Sync + 'static {
     ) -> Vec<(String, String)>;
 
     /// Refuses content this platform cannot carry, saying why (answered as 422).
-    fn check_content(&self, content: &Content) -> Result<(), String>;
+    fn check_content(&self, content: &Content, options: &SendOptions) -> Result<(), String>;
 
     /// The platform's default limits, before the bot's `rate_limit` overrides.
     fn rate_policy(&self, settings: &serde_json::Map<String, serde_json::Value>) -> RatePolicy;
@@ -83,6 +83,15 @@ pub trait Connector: Send + Sync + 'static {
         Arc::new(GovernorPacer::new(policy))
     }
 
+    /// Downloads a media item a message carries (`file_id` of inbound media) through the
+    /// bot's credentials, which never reach the API client.
+    async fn fetch_media(&self, content: &Content) -> Result<MediaDownload, ConnectorError> {
+        let _ = content;
+        Err(ConnectorError::permanent(
+            "this platform offers no media download",
+        ))
+    }
+
     /// A platform webhook for this bot (`/webhooks/{platform}/{bot_id}/...`). Verify before
     /// parsing, deliver what it carried to `sink`, answer only after the sink returned.
     async fn handle_webhook(
@@ -95,10 +104,34 @@ pub trait Connector: Send + Sync + 'static {
     }
 }
 
+/// How a caller wants a message sent.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    /// A text over the platform's length limit may be sent as several messages (default);
+    /// when false it is refused.
+    pub allow_split: bool,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions { allow_split: true }
+    }
+}
+
+/// A media download, streamed from the platform.
+pub struct MediaDownload {
+    pub content_type: String,
+    pub file_name: Option<String>,
+    pub length: Option<u64>,
+    pub body: futures::stream::BoxStream<'static, Result<Vec<u8>, ConnectorError>>,
+}
+
 /// What a connector's `run` gets from the gateway.
 #[derive(Clone)]
 pub struct RunContext {
     pub bot: Bot,
+    /// The gateway's `server.public_url` (webhook registration).
+    pub public_url: Option<String>,
     pub inbound: Arc<dyn InboundSink>,
     pub cursors: Arc<dyn CursorStore>,
     pub health: Arc<dyn HealthReporter>,
@@ -153,6 +186,21 @@ pub struct SenderRef {
 pub enum InboundEvent {
     Message(InboundMessage),
     Status(StatusReport),
+    /// The sender edited an earlier message.
+    Edit(EditReport),
+    /// The bot joined a chat, or a chat changed its title.
+    Chat(ChatRef),
+}
+
+/// A new version of an earlier inbound message, matched by chat and platform message id.
+#[derive(Debug, Clone)]
+pub struct EditReport {
+    /// Stable id of this edit (a redelivery carries the same one).
+    pub dedup_key: String,
+    pub chat_external_id: String,
+    pub external_id: String,
+    pub content: Content,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone)]

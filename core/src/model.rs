@@ -311,6 +311,14 @@ pub enum Content {
         #[serde(default)]
         params: Vec<String>,
     },
+    /// A press of a button the bot sent (inbound only): the button's `id`, and its title
+    /// when the platform says it.
+    #[serde(rename = "button_reply")]
+    ButtonReply {
+        id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+    },
 }
 
 impl Content {
@@ -321,6 +329,7 @@ impl Content {
             Content::Location { .. } => "location",
             Content::Buttons { .. } => "buttons",
             Content::Template { .. } => "template",
+            Content::ButtonReply { .. } => "button_reply",
         }
     }
 
@@ -375,6 +384,7 @@ impl Content {
                     Ok(())
                 }
             }
+            Content::ButtonReply { .. } => Err("button_reply content is inbound only".into()),
             Content::Text { .. } => Ok(()),
         }
     }
@@ -439,15 +449,19 @@ pub mod event_type {
     pub const MESSAGE_RECEIVED: &str = "message.received";
     pub const MESSAGE_SENT: &str = "message.sent";
     pub const MESSAGE_STATUS: &str = "message.status";
+    /// An inbound message was edited by its sender (extension; data: the message with
+    /// `previous_content` and `edited_at`).
+    pub const MESSAGE_UPDATED: &str = "message.updated";
     pub const MESSAGE_FAILED: &str = "message.failed";
     pub const CONVERSATION_UPDATED: &str = "conversation.updated";
     pub const BOT_STATE: &str = "bot.state";
     pub const BROADCAST_PROGRESS: &str = "broadcast.progress";
     pub const FEED_LAGGED: &str = "feed.lagged";
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         MESSAGE_RECEIVED,
         MESSAGE_SENT,
         MESSAGE_STATUS,
+        MESSAGE_UPDATED,
         MESSAGE_FAILED,
         CONVERSATION_UPDATED,
         BOT_STATE,

@@ -18,7 +18,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_core::Store;
-use switchboard_core::model::{Bot, BotCounters};
+use switchboard_core::connector::{MediaDownload, SendOptions};
+use switchboard_core::model::{Bot, BotCounters, Message};
 use switchboard_core::store::{Enqueued, NewOutbound, Scope};
 
 pub use problem::{ApiError, ApiResult};
@@ -36,7 +37,9 @@ pub enum BotAction {
 #[async_trait]
 pub trait Control: Send + Sync + 'static {
     /// Validates an outbound message for its bot's platform and puts it in the outbox.
-    async fn submit(&self, new: NewOutbound) -> Result<Enqueued, ApiError>;
+    async fn submit(&self, new: NewOutbound, options: SendOptions) -> Result<Enqueued, ApiError>;
+    /// Streams the media a message carries, fetched with the bot's credentials.
+    async fn fetch_media(&self, message: &Message) -> Result<MediaDownload, ApiError>;
     /// Creates a bot from an API body (the config file's bot fields) in `tenant`.
     async fn create_bot(
         &self,

@@ -15,7 +15,7 @@ use crate::routes::*;
         bots::list, bots::get, bots::create, bots::update, bots::delete, bots::start, bots::stop, bots::restart,
         bots::bulk_action,
         conversations::list, conversations::get, conversations::messages,
-        messages::create, messages::list, messages::get,
+        messages::create, messages::list, messages::get, messages::media,
         events::list, crate::feed::feed,
     ),
     components(schemas(crate::problem::Problem)),

@@ -132,6 +132,7 @@ impl Gateway {
             registry.clone(),
             cipher.clone(),
             config.supervisor.clone(),
+            config.server.public_url.clone(),
             outbox.clone(),
             counters.clone(),
             inbound.clone(),

@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use switchboard_core::connector::{CREDENTIAL_FIELDS, ConnectorRegistry, Credentials};
-use switchboard_core::model::{Bot, BotCounters, Platform};
+use switchboard_core::connector::{
+    CREDENTIAL_FIELDS, ConnectorRegistry, Credentials, MediaDownload, SendOptions,
+};
+use switchboard_core::model::{Bot, BotCounters, Content, Message, Platform};
 use switchboard_core::rate::RatePolicy;
 use switchboard_core::secret::{Cipher, Sealed, Secret};
 use switchboard_core::store::{BotWrite, Enqueued, NewOutbound, Scope};
@@ -141,7 +143,7 @@ fn store_err(e: StoreError) -> ApiError {
 
 #[async_trait]
 impl Control for GatewayControl {
-    async fn submit(&self, new: NewOutbound) -> Result<Enqueued, ApiError> {
+    async fn submit(&self, new: NewOutbound, options: SendOptions) -> Result<Enqueued, ApiError> {
         let bot = self
             .store
             .get_bot(&Scope::Tenant(new.tenant.clone()), &new.bot_id)
@@ -152,12 +154,14 @@ impl Control for GatewayControl {
                 bot.id, bot.platform
             ))
         })?;
-        factory.check_content(&new.content).map_err(|reason| {
-            ApiError::unprocessable(format!(
-                "content: {} cannot carry this: {reason}",
-                bot.platform
-            ))
-        })?;
+        factory
+            .check_content(&new.content, &options)
+            .map_err(|reason| {
+                ApiError::unprocessable(format!(
+                    "content: {} cannot carry this: {reason}",
+                    bot.platform
+                ))
+            })?;
         Ok(self.store.enqueue(new).await?)
     }
 
@@ -304,6 +308,46 @@ impl Control for GatewayControl {
             BotAction::Restart => self.supervisor.restart(bot_id).await,
         };
         r.map_err(store_err)
+    }
+
+    async fn fetch_media(&self, message: &Message) -> Result<MediaDownload, ApiError> {
+        if !matches!(
+            &message.content,
+            Content::Media {
+                file_id: Some(_),
+                ..
+            }
+        ) {
+            return Err(ApiError::not_found(
+                "this message carries no platform media",
+            ));
+        }
+        let connector = self.supervisor.connector(&message.bot_id).ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "bot {:?} is not running; its media cannot be fetched now",
+                message.bot_id
+            ))
+        })?;
+        connector
+            .fetch_media(&message.content)
+            .await
+            .map_err(|e| match e.class() {
+                switchboard_core::ErrorClass::Permanent => {
+                    ApiError::not_found(format!("media unavailable: {e}"))
+                }
+                switchboard_core::ErrorClass::RateLimited => {
+                    let mut err = ApiError::new(
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        "the platform is rate limiting; retry later",
+                    );
+                    err.retry_after = Some(1);
+                    err
+                }
+                _ => ApiError::new(
+                    axum::http::StatusCode::BAD_GATEWAY,
+                    format!("the platform did not deliver the media: {e}"),
+                ),
+            })
     }
 
     fn counters(&self, bot_id: &str) -> BotCounters {

@@ -8,11 +8,13 @@
 //! - [`inbound`]: connectors' inbound events to the store.
 //! - [`control`]: what the REST API asks of the running gateway.
 //! - [`counters`], [`telemetry`]: metrics and logs.
+//! - [`demo`]: `switchboard demo` (gateway + simulator + simulated users).
 
 pub mod app;
 pub mod config;
 pub mod control;
 pub mod counters;
+pub mod demo;
 pub mod inbound;
 pub mod ingress;
 pub mod outbox;

@@ -21,6 +21,11 @@ enum Command {
         #[arg(long, default_value = "config/switchboard.toml")]
         config: PathBuf,
     },
+    /// Run the gateway with a built-in platform simulator and sample traffic.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
     /// Apply the store's migrations and exit.
     Migrate {
         #[arg(long, default_value = "config/switchboard.toml")]
@@ -77,6 +82,19 @@ async fn main() -> ExitCode {
             }
         }
         Command::Serve { config } => serve(config).await,
+        Command::Demo { listen } => {
+            telemetry::init_logging(&config::LogConfig {
+                format: "text".into(),
+                level: "info".into(),
+            });
+            match switchboard_gateway::demo::run(listen).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchboard demo: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
 }
 

@@ -42,6 +42,7 @@ struct Inner {
     registry: ConnectorRegistry,
     cipher: Option<Cipher>,
     config: SupervisorConfig,
+    public_url: Option<String>,
     outbox: Outbox,
     counters: Arc<Counters>,
     inbound: Arc<dyn InboundSink>,
@@ -70,6 +71,7 @@ impl Supervisor {
         registry: ConnectorRegistry,
         cipher: Option<Cipher>,
         config: SupervisorConfig,
+        public_url: Option<String>,
         outbox: Outbox,
         counters: Arc<Counters>,
         inbound: Arc<dyn InboundSink>,
@@ -81,6 +83,7 @@ impl Supervisor {
                 registry,
                 cipher,
                 config,
+                public_url,
                 outbox,
                 counters,
                 inbound,
@@ -399,6 +402,7 @@ impl Supervisor {
         let run_cancel = cancel.child_token();
         let ctx = RunContext {
             bot: bot.clone(),
+            public_url: self.inner.public_url.clone(),
             inbound: self.inner.inbound.clone(),
             cursors: self.inner.cursors.clone(),
             health: health.clone(),

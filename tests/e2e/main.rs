@@ -6,4 +6,5 @@ mod feed;
 mod ingress;
 mod secrets;
 mod supervisor;
+mod telegram;
 mod tenancy;

@@ -127,7 +127,7 @@ impl ConnectorFactory for FakeFactory {
         out
     }
 
-    fn check_content(&self, content: &Content) -> Result<(), String> {
+    fn check_content(&self, content: &Content, _options: &SendOptions) -> Result<(), String> {
         match content {
             Content::Template { .. } => Err("templates are a WhatsApp feature".into()),
             _ => Ok(()),

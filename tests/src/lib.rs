@@ -84,6 +84,11 @@ pub struct Options {
     pub extra_toml: String,
     /// Extra environment (secret references in `extra_toml`).
     pub env: Vec<(String, String)>,
+    /// Use the real platform connectors instead of the connector double.
+    pub real_connectors: bool,
+    /// Listen on a port chosen before start and set `server.public_url` to it (platforms
+    /// that call back, like Telegram in webhook mode, need the URL in the config).
+    pub public_url: bool,
 }
 
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
@@ -101,6 +106,8 @@ pub struct TestGateway {
     pub master_key: String,
     env: HashMap<String, String>,
     toml: String,
+    server: String,
+    real: bool,
 }
 
 impl TestGateway {
@@ -125,11 +132,23 @@ impl TestGateway {
         opts: Options,
     ) -> TestGateway {
         init_process();
-        let toml = base_toml(&opts.extra_toml);
+        let listen = if opts.public_url {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            probe.local_addr().expect("local addr").to_string()
+        } else {
+            "127.0.0.1:0".to_string()
+        };
+        let server = if opts.public_url {
+            format!("listen = \"{listen}\"\npublic_url = \"http://{listen}\"")
+        } else {
+            format!("listen = \"{listen}\"")
+        };
+        let toml = base_toml(&server, &opts.extra_toml);
         let mut env: HashMap<String, String> = opts.env.iter().cloned().collect();
         env.insert("TEST_STORAGE_URL".into(), storage_url.clone());
         env.insert("TEST_MASTER_KEY".into(), master_key.clone());
-        let gateway = launch(&toml, &env, dir.path(), &world).await;
+        let real = opts.real_connectors;
+        let gateway = launch(&toml, &env, dir.path(), &world, real).await;
         let base = format!("http://{}", gateway.addr);
         TestGateway {
             gateway: Some(gateway),
@@ -141,15 +160,16 @@ impl TestGateway {
             master_key,
             env,
             toml,
+            server,
+            real,
         }
     }
 
     /// Applies a changed config to the running gateway, as SIGHUP does.
     pub async fn reload(&mut self, extra_toml: &str, env: Vec<(String, String)>) {
-        self.toml = base_toml(extra_toml);
+        self.toml = base_toml(&self.server, extra_toml);
         self.env.extend(env);
-        let mut registry = ConnectorRegistry::new();
-        registry.register(self.world.factory());
+        let registry = registry(&self.world, self.real);
         let config = config::parse(&self.toml, self.dir.path(), &self.env, &registry)
             .unwrap_or_else(|p| panic!("test config invalid: {p:?}"));
         self.gateway
@@ -161,11 +181,11 @@ impl TestGateway {
     }
 }
 
-fn base_toml(extra_toml: &str) -> String {
+fn base_toml(server: &str, extra_toml: &str) -> String {
     format!(
         r#"
 [server]
-listen = "127.0.0.1:0"
+{server}
 shutdown_grace_ms = 3000
 
 [storage]
@@ -205,7 +225,14 @@ impl TestGateway {
         if let Some(g) = self.gateway.take() {
             g.shutdown().await;
         }
-        let g = launch(&self.toml, &self.env, self.dir.path(), &self.world).await;
+        let g = launch(
+            &self.toml,
+            &self.env,
+            self.dir.path(),
+            &self.world,
+            self.real,
+        )
+        .await;
         self.base = format!("http://{}", g.addr);
         self.gateway = Some(g);
     }
@@ -314,14 +341,23 @@ impl TestGateway {
     }
 }
 
+fn registry(world: &Arc<FakeWorld>, real: bool) -> ConnectorRegistry {
+    if real {
+        return switchboard_connectors::registry();
+    }
+    let mut registry = ConnectorRegistry::new();
+    registry.register(world.factory());
+    registry
+}
+
 async fn launch(
     toml: &str,
     env: &HashMap<String, String>,
     dir: &Path,
     world: &Arc<FakeWorld>,
+    real: bool,
 ) -> Gateway {
-    let mut registry = ConnectorRegistry::new();
-    registry.register(world.factory());
+    let registry = registry(world, real);
     let config = config::parse(toml, dir, env, &registry)
         .unwrap_or_else(|p| panic!("test config invalid: {p:?}"));
     Gateway::start(config, registry)

@@ -271,12 +271,14 @@ pub(super) async fn ingest_message(
     };
     let reply_to = match &m.reply_to_external_id {
         Some(ext) => {
-            let r: Option<(String,)> =
-                sqlx::query_as("SELECT id FROM messages WHERE bot_id = $1 AND external_id = $2")
-                    .bind(&bot.id)
-                    .bind(ext)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            // Platform message ids are unique per chat on some platforms (Telegram).
+            let r: Option<(String,)> = sqlx::query_as(
+                "SELECT id FROM messages WHERE conversation_id = $1 AND external_id = $2",
+            )
+            .bind(&conversation.id)
+            .bind(ext)
+            .fetch_optional(&mut *tx)
+            .await?;
             r.map(|r| r.0)
         }
         None => None,
@@ -682,4 +684,94 @@ pub(super) async fn transition(
         ev.push(message_event(kind, &m));
     }
     Ok(Output::Message(Box::new(m)))
+}
+
+/// An edit of an earlier inbound message: the content is replaced (the previous content is
+/// kept in `status_history`-like fashion by the `message.updated` event that carries both).
+pub(super) async fn apply_edit(
+    tx: &mut Conn,
+    bot: &Bot,
+    e: &crate::connector::EditReport,
+    ev: &mut Vec<PendingEvent>,
+) -> Result<IngestOutcome, StoreError> {
+    let seen = sqlx::query(
+        "INSERT INTO status_reports (bot_id, external_id, status, message_id, report, created_at) \
+         VALUES ($1, $2, $3, NULL, $4, $5) ON CONFLICT (bot_id, external_id, status) DO NOTHING",
+    )
+    .bind(&bot.id)
+    .bind(format!("{}:{}", e.chat_external_id, e.external_id))
+    .bind(format!("edit:{}", e.dedup_key))
+    .bind(serde_json::to_string(&e.content).map_err(StoreError::corrupt)?)
+    .bind(now_micros())
+    .execute(&mut *tx)
+    .await?;
+    if seen.rows_affected() == 0 {
+        return Ok(IngestOutcome::Duplicate(String::new()));
+    }
+    let Some(conversation) = find_conversation(tx, &bot.id, &e.chat_external_id).await? else {
+        return Ok(IngestOutcome::StatusUnmatched);
+    };
+    let id: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM messages WHERE conversation_id = $1 AND external_id = $2")
+            .bind(&conversation.id)
+            .bind(&e.external_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((id,)) = id else {
+        return Ok(IngestOutcome::StatusUnmatched);
+    };
+    let mut m = load_message(tx, &id).await?;
+    let previous = std::mem::replace(&mut m.content, e.content.clone());
+    sqlx::query("UPDATE messages SET content = $1 WHERE id = $2")
+        .bind(serde_json::to_string(&m.content).map_err(StoreError::corrupt)?)
+        .bind(&m.id)
+        .execute(&mut *tx)
+        .await?;
+    let mut data = serde_json::to_value(&m).unwrap_or(serde_json::Value::Null);
+    if let Some(obj) = data.as_object_mut() {
+        obj.insert(
+            "previous_content".into(),
+            serde_json::to_value(previous).unwrap_or_default(),
+        );
+        obj.insert(
+            "edited_at".into(),
+            serde_json::to_value(e.at).unwrap_or_default(),
+        );
+    }
+    ev.push(PendingEvent {
+        tenant: m.tenant.clone(),
+        kind: et::MESSAGE_UPDATED,
+        bot_id: Some(m.bot_id.clone()),
+        data,
+    });
+    Ok(IngestOutcome::StatusApplied(m.id))
+}
+
+/// A chat the bot joined or whose title changed: the conversation is opened or updated.
+pub(super) async fn apply_chat(
+    tx: &mut Conn,
+    bot: &Bot,
+    chat: &ChatRef,
+    ev: &mut Vec<PendingEvent>,
+) -> Result<IngestOutcome, StoreError> {
+    match find_conversation(tx, &bot.id, &chat.external_chat_id).await? {
+        Some(mut c) => {
+            if chat.title.is_some() && chat.title != c.title {
+                c.title = chat.title.clone();
+                sqlx::query("UPDATE conversations SET title = $1 WHERE id = $2")
+                    .bind(&c.title)
+                    .bind(&c.id)
+                    .execute(&mut *tx)
+                    .await?;
+                ev.push(conversation_event(&c));
+                Ok(IngestOutcome::StatusApplied(c.id))
+            } else {
+                Ok(IngestOutcome::StatusIgnored)
+            }
+        }
+        None => {
+            let c = create_conversation(tx, bot, chat, None, ev).await?;
+            Ok(IngestOutcome::Stored(c.id))
+        }
+    }
 }

@@ -490,6 +490,8 @@ async fn apply(
                 let outcome = match e {
                     InboundEvent::Message(m) => ingest_message(tx, &bot, m, ev).await?,
                     InboundEvent::Status(s) => apply_status(tx, &bot, s, ev).await?,
+                    InboundEvent::Edit(e) => apply_edit(tx, &bot, e, ev).await?,
+                    InboundEvent::Chat(c) => apply_chat(tx, &bot, c, ev).await?,
                 };
                 outcomes.push(outcome);
             }

@@ -37,6 +37,9 @@ pub struct SendMessage {
     pub content: Content,
     /// Id of a message of the same conversation to reply to.
     pub reply_to: Option<String>,
+    /// A text over the platform's length limit is sent as several messages unless this is
+    /// false, in which case it is refused with 422 (default true).
+    pub allow_split: Option<bool>,
 }
 
 /// Normalizes a phone number written with spaces, dashes, dots or parentheses to E.164.
@@ -130,16 +133,22 @@ pub async fn create(
         .get_bot(&caller.scope, &req.bot_id)
         .await
         .map_err(|_| ApiError::unprocessable(format!("bot_id: no bot {:?}", req.bot_id)))?;
+    let options = switchboard_core::connector::SendOptions {
+        allow_split: req.allow_split.unwrap_or(true),
+    };
     let enqueued = s
         .control
-        .submit(NewOutbound {
-            tenant: bot.tenant,
-            bot_id: req.bot_id,
-            to,
-            content: req.content,
-            reply_to: req.reply_to,
-            idempotency,
-        })
+        .submit(
+            NewOutbound {
+                tenant: bot.tenant,
+                bot_id: req.bot_id,
+                to,
+                content: req.content,
+                reply_to: req.reply_to,
+                idempotency,
+            },
+            options,
+        )
         .await?;
     let mut resp = (StatusCode::ACCEPTED, Json(&enqueued.message)).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/messages/{}", enqueued.message.id)) {
@@ -213,6 +222,57 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Message>, ApiError> {
     Ok(Json(s.store.get_message(&caller.scope, &id).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct MediaQuery {
+    /// Which attachment (0-based); a message carries one today.
+    pub n: Option<u32>,
+}
+
+/// The message's attachment, streamed from the platform through the gateway (the bot's token
+/// never reaches the client).
+#[utoipa::path(get, path = "/v1/messages/{id}/media", tag = "messages", params(MediaQuery),
+    responses((status = 200, description = "the media bytes"), (status = 404, body = crate::problem::Problem),
+        (status = 502, body = crate::problem::Problem), (status = 503, body = crate::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn media(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<MediaQuery>,
+) -> Result<Response, ApiError> {
+    let message = s.store.get_message(&caller.scope, &id).await?;
+    if q.n.unwrap_or(0) != 0 {
+        return Err(ApiError::not_found("this message has one attachment (n=0)"));
+    }
+    let download = s.control.fetch_media(&message).await?;
+    use futures::StreamExt;
+    let body = axum::body::Body::from_stream(download.body.map(|chunk| {
+        chunk
+            .map(axum::body::Bytes::from)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }));
+    let mut resp = Response::new(body);
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&download.content_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    if let Some(len) = download.length
+        && let Ok(v) = HeaderValue::from_str(&len.to_string())
+    {
+        headers.insert(header::CONTENT_LENGTH, v);
+    }
+    if let Some(name) = download.file_name {
+        let safe: String = name
+            .chars()
+            .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{safe}\"")) {
+            headers.insert(header::CONTENT_DISPOSITION, v);
+        }
+    }
+    Ok(resp)
 }
 
 #[cfg(test)]

@@ -53,6 +53,7 @@ pub fn router() -> Router<ApiState> {
         )
         .route("/v1/messages", get(messages::list).post(messages::create))
         .route("/v1/messages/{id}", get(messages::get))
+        .route("/v1/messages/{id}/media", get(messages::media))
         .route("/v1/events", get(events::list))
         .route("/v1/feed", get(crate::feed::feed))
         .fallback(not_found)

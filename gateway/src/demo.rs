@@ -1,0 +1,226 @@
+//! `switchboard demo`: the gateway on a throwaway SQLite store, an embedded platform
+//! simulator, a demo tenant with an API key, a Telegram demo bot, simulated users writing in
+//! and an echo reply from the bot, so a newcomer sees conversations and the live feed at once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use rand::Rng;
+use switchboard_core::connector::SendOptions;
+use switchboard_core::model::{Content, event_type};
+use switchboard_core::secret::{Cipher, generate_api_key};
+use switchboard_core::store::{NewOutbound, Recipient};
+use switchboard_dashboard_api::Control;
+use switchboard_sim::telegram::{ChatType, TelegramConfig, TelegramSim, UserMessage};
+
+use crate::Gateway;
+use crate::config;
+
+const TENANT: &str = "demo";
+const BOT: &str = "demo-telegram";
+const BOT_TOKEN: &str = "700001:demo-bot-token-not-a-real-one";
+
+const USERS: &[(i64, &str)] = &[
+    (1001, "Amina"),
+    (1002, "Kofi"),
+    (1003, "Lena"),
+    (1004, "Ravi"),
+    (1005, "Sofia"),
+];
+const LINES: &[&str] = &[
+    "Hi! Is my order on its way?",
+    "What are your opening hours?",
+    "Can I change my delivery address?",
+    "Thanks, that helped.",
+    "Do you ship to Nairobi?",
+    "I'd like to talk to a person, please.",
+];
+const GROUP: (i64, &str) = (-1_001_234, "Demo customers group");
+
+/// Runs the demo until SIGINT/SIGTERM.
+pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("switchboard-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = run_in(listen, &dir).await;
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the demo directory");
+    }
+    result
+}
+
+async fn run_in(listen: SocketAddr, dir: &std::path::Path) -> anyhow::Result<()> {
+    let sim = TelegramSim::start(TelegramConfig::default())
+        .await
+        .context("starting the simulator")?;
+    sim.add_bot(BOT_TOKEN, "switchboard_demo_bot");
+    let api_key = generate_api_key();
+    let admin_token = format!("sbadm_{}", generate_api_key().trim_start_matches("sk_"));
+    let env: HashMap<String, String> = [
+        ("DEMO_MASTER_KEY", Cipher::generate_key()),
+        ("DEMO_API_KEY", api_key.clone()),
+        ("DEMO_ADMIN_TOKEN", admin_token.clone()),
+        ("DEMO_BOT_TOKEN", BOT_TOKEN.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let toml = format!(
+        r#"
+[server]
+listen = "{listen}"
+[storage]
+url = "sqlite://{db}"
+sqlite_synchronous = "NORMAL"
+[security]
+master_key = "env:DEMO_MASTER_KEY"
+admin_token = "env:DEMO_ADMIN_TOKEN"
+[[tenants]]
+id = "{TENANT}"
+name = "Demo Ltd"
+api_keys = ["env:DEMO_API_KEY"]
+[[bots]]
+id = "{BOT}"
+tenant = "{TENANT}"
+platform = "telegram"
+mode = "polling"
+poll_timeout_s = 10
+token = "env:DEMO_BOT_TOKEN"
+api_base = "{sim}"
+"#,
+        db = dir.join("demo.db").display(),
+        sim = sim.base_url(),
+    );
+    let registry = switchboard_connectors::registry();
+    let config = config::parse(&toml, dir, &env, &registry).map_err(|problems| {
+        anyhow::anyhow!(
+            "demo config: {}",
+            problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    let gateway = Gateway::start(config, registry).await?;
+    let base = format!("http://{}", gateway.addr);
+    println!(
+        r#"
+Switchboard demo is running.
+
+  Gateway         {base}
+  API key         {api_key}          (tenant "{TENANT}")
+  Admin token     {admin_token}
+  Simulator       {sim}             (Telegram Bot API; control API under /_sim)
+
+Simulated users write to the bot "{BOT}" every few seconds and the bot echoes them.
+Try:
+  curl -s -H 'Authorization: Bearer {api_key}' {base}/v1/conversations
+  curl -s -H 'Authorization: Bearer {api_key}' '{base}/v1/messages?limit=5'
+  curl -s -H 'Authorization: Bearer {api_key}' -H 'content-type: application/json' \
+       -d '{{"bot_id":"{BOT}","to":{{"chat_id":"1001"}},"content":{{"type":"text","text":"Hello from the API"}}}}' \
+       {base}/v1/messages
+  websocat '{ws}/v1/feed?since=0&access_token={api_key}'
+
+Ctrl-C stops it (the demo's data lives in a temporary directory and is removed).
+"#,
+        sim = sim.base_url(),
+        ws = base.replace("http://", "ws://"),
+    );
+    let traffic = tokio::spawn(simulated_users(sim.clone()));
+    let echo = tokio::spawn(echo_replies(
+        gateway.store.subscribe(),
+        gateway.control.clone(),
+    ));
+    wait_for_signal().await;
+    traffic.abort();
+    echo.abort();
+    gateway.shutdown().await;
+    sim.shutdown();
+    Ok(())
+}
+
+/// Users (and now and then a group) writing to the bot at a gentle pace.
+async fn simulated_users(sim: TelegramSim) {
+    sim.add_chat(BOT_TOKEN, GROUP.0, ChatType::Supergroup, Some(GROUP.1));
+    let mut n = 0usize;
+    loop {
+        let (pause, user, line, in_group) = {
+            let mut rng = rand::rng();
+            (
+                rng.random_range(1500..4000),
+                USERS[rng.random_range(0..USERS.len())],
+                LINES[rng.random_range(0..LINES.len())],
+                rng.random_range(0..5) == 0,
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        n += 1;
+        let mut msg = UserMessage::text(user.0, user.0, line);
+        msg.from_first_name = user.1.to_string();
+        if in_group {
+            msg.chat_id = GROUP.0;
+            msg.chat_type = ChatType::Supergroup;
+            msg.chat_title = Some(GROUP.1.to_string());
+        }
+        if let Err(e) = sim.try_user_message(BOT_TOKEN, msg) {
+            tracing::warn!(error = %e, n, "demo traffic: the simulator refused a user message");
+        }
+    }
+}
+
+/// The demo bot's "business logic": echo every text it receives, as a reply.
+async fn echo_replies(
+    mut events: tokio::sync::broadcast::Receiver<std::sync::Arc<switchboard_core::model::Event>>,
+    control: std::sync::Arc<crate::control::GatewayControl>,
+) {
+    loop {
+        let e = match events.recv().await {
+            Ok(e) => e,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(_) => return,
+        };
+        if e.kind != event_type::MESSAGE_RECEIVED || e.bot_id.as_deref() != Some(BOT) {
+            continue;
+        }
+        let (Some(conversation), Some(id), Some(text)) = (
+            e.data["conversation_id"].as_str(),
+            e.data["id"].as_str(),
+            e.data["content"]["text"].as_str(),
+        ) else {
+            continue;
+        };
+        let reply = NewOutbound {
+            tenant: TENANT.into(),
+            bot_id: BOT.into(),
+            to: Recipient::Conversation(conversation.into()),
+            content: Content::Text {
+                text: format!("Echo: {text}"),
+            },
+            reply_to: Some(id.into()),
+            idempotency: None,
+        };
+        if let Err(e) = control.submit(reply, SendOptions::default()).await {
+            tracing::warn!(error = %e.detail, "demo echo not queued");
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
