@@ -1,0 +1,54 @@
+//! switchboard-bench: benchmark scenarios, run by hand. Each prints a table with the
+//! same-run baseline; the figures go to docs/PERFORMANCE.md with the command line.
+//!
+//!     switchboard-bench pacing-telegram [--messages 3000 --chats 300 --scale 1]
+//!     switchboard-bench ingest-telegram [--updates 20000 --concurrency 64 --store sqlite|postgres]
+//!
+//! The gateway and the simulator run in this process (the CPU column is the whole process).
+
+mod scenarios;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "switchboard-bench")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Outbound pacing against the Telegram simulator's limits: rate vs the allowed rate, 429s.
+    PacingTelegram {
+        #[arg(long, default_value_t = 3000)]
+        messages: usize,
+        #[arg(long, default_value_t = 300)]
+        chats: usize,
+        /// Multiplies every limit, on the simulator and in the bot's policy alike.
+        #[arg(long, default_value_t = 1)]
+        scale: u32,
+    },
+    /// Durable Telegram webhook ingest, against a bare axum handler as the baseline.
+    IngestTelegram {
+        #[arg(long, default_value_t = 20_000)]
+        updates: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// `sqlite` or a postgres:// URL.
+        #[arg(long, default_value = "sqlite")]
+        store: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().scenario {
+        Scenario::PacingTelegram { messages, chats, scale } => scenarios::pacing_telegram(messages, chats, scale).await,
+        Scenario::IngestTelegram {
+            updates,
+            concurrency,
+            store,
+        } => scenarios::ingest_telegram(updates, concurrency, &store).await,
+    }
+}

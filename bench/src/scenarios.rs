@@ -1,0 +1,293 @@
+//! The scenarios: set up a gateway and a simulator, drive load over HTTP, print a table.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::json;
+use switchboard_core::secret::Cipher;
+use switchboard_gateway::{Gateway, config};
+use switchboard_sim::framework::rate::Rate;
+use switchboard_sim::telegram::{TelegramConfig, TelegramSim, UserMessage};
+
+const KEY: &str = "sk_bench_key_0123456789abcdefghij";
+const TOKEN: &str = "424242:bench-token";
+const SECRET: &str = "bench_secret";
+
+/// Process CPU seconds (user + system) so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident set size of this process, MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct Setup {
+    gateway: Gateway,
+    sim: TelegramSim,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(sim_config: TelegramConfig, bot_extra: &str, store: &str, mode: &str) -> anyhow::Result<Setup> {
+    let sim = TelegramSim::start(sim_config).await?;
+    sim.add_bot(TOKEN, "bench_bot");
+    let dir = tempfile::tempdir()?;
+    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let listen = probe.local_addr()?;
+    drop(probe);
+    let url = if store == "sqlite" {
+        format!("sqlite://{}/bench.db", dir.path().display())
+    } else {
+        store.to_string()
+    };
+    let toml = format!(
+        r#"
+[server]
+listen = "{listen}"
+public_url = "http://{listen}"
+[storage]
+url = "env:BENCH_STORE"
+[security]
+master_key = "env:BENCH_MASTER_KEY"
+[feed]
+buffer = 65536
+[outbox]
+max_in_flight_per_bot = 256
+[[tenants]]
+id = "bench"
+api_keys = ["{KEY}"]
+[[bots]]
+id = "tg"
+tenant = "bench"
+platform = "telegram"
+mode = "{mode}"
+token = "{TOKEN}"
+webhook_secret = "{SECRET}"
+api_base = "{}"
+{bot_extra}
+"#,
+        sim.base_url()
+    );
+    let env: HashMap<String, String> = [
+        ("BENCH_STORE".to_string(), url),
+        ("BENCH_MASTER_KEY".to_string(), Cipher::generate_key()),
+    ]
+    .into_iter()
+    .collect();
+    let registry = switchboard_connectors::registry();
+    let config = config::parse(&toml, dir.path(), &env, &registry)
+        .map_err(|p| anyhow::anyhow!("{}", p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")))?;
+    let gateway = Gateway::start(config, registry).await?;
+    Ok(Setup { gateway, sim, _dir: dir })
+}
+
+/// 3,000 messages to 300 chats at Telegram's limits (30/s per bot, 1/s per chat).
+pub async fn pacing_telegram(messages: usize, chats: usize, scale: u32) -> anyhow::Result<()> {
+    let per_bot = 30 * scale;
+    let per_chat = scale;
+    let sim_config = TelegramConfig {
+        per_bot: Rate::new(per_bot, Duration::from_secs(1), per_bot),
+        per_chat: Rate::new(per_chat, Duration::from_secs(1), 3 * scale),
+        ..TelegramConfig::default()
+    };
+    let extra = format!("rate_limit = {{ per_bot = \"{per_bot}/s\", per_chat = \"{per_chat}/s\" }}");
+    let s = setup(sim_config, &extra, "sqlite", "polling").await?;
+    for c in 0..chats {
+        let id = 10_000 + c as i64;
+        s.sim.user_message(TOKEN, UserMessage::text(id, id, "hi"));
+    }
+    let base = format!("http://{}", s.gateway.addr);
+    let http = reqwest::Client::new();
+    // Wait for the users' first messages (the chats must exist at the platform).
+    wait_inbound(&http, &base, chats).await?;
+    let cpu0 = cpu_seconds();
+    let started = Instant::now();
+    let bodies: Vec<serde_json::Value> = (0..messages)
+        .map(|i| {
+            json!({"bot_id": "tg", "to": {"chat_id": (10_000 + (i % chats) as i64).to_string()},
+                   "content": {"type": "text", "text": format!("m{i}")}})
+        })
+        .collect();
+    let accepted = futures::stream::iter(bodies)
+        .map(|b| {
+            let http = http.clone();
+            let url = format!("{base}/v1/messages");
+            async move { http.post(url).bearer_auth(KEY).json(&b).send().await.map(|r| r.status().as_u16()) }
+        })
+        .buffer_unordered(32)
+        .filter(|r| futures::future::ready(matches!(r, Ok(202))))
+        .count()
+        .await;
+    let accept_time = started.elapsed();
+    loop {
+        if s.sim.sent(TOKEN).len() >= messages {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(3600) {
+            anyhow::bail!("gave up waiting after an hour");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    let cpu = cpu_seconds() - cpu0;
+    let per_chat_msgs = messages.div_ceil(chats) as f64;
+    // The binding limit: the bot's rate, or one chat's messages at the chat rate.
+    let minimum = (messages as f64 / per_bot as f64).max((per_chat_msgs - 1.0) / per_chat as f64);
+    let achieved = messages as f64 / elapsed.as_secs_f64();
+    let allowed = messages as f64 / minimum;
+    let counters = s.sim.counters();
+    println!("scenario: pacing-telegram  messages={messages} chats={chats} scale={scale}");
+    println!("limits: {per_bot}/s per bot, {per_chat}/s per chat");
+    println!("| accepted | accept time | delivered in | theoretical minimum | achieved rate | allowed rate | ratio | 429s | CPU s | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {accepted} | {:.2} s | {:.2} s | {:.2} s | {:.1}/s | {:.1}/s | {:.1}% | {} | {:.1} | {:.0} |",
+        accept_time.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        minimum,
+        achieved,
+        allowed,
+        100.0 * achieved / allowed,
+        counters.responses_429,
+        cpu,
+        peak_rss_mib()
+    );
+    s.gateway.shutdown().await;
+    s.sim.shutdown();
+    Ok(())
+}
+
+async fn wait_inbound(http: &reqwest::Client, base: &str, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let bot: serde_json::Value = http
+            .get(format!("{base}/v1/bots/tg"))
+            .bearer_auth(KEY)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if bot["counters"]["received"].as_u64().unwrap_or(0) >= n as u64 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("only {} of {n} inbound messages arrived", bot["counters"]["received"]);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Run {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: usize,
+    cpu: f64,
+}
+
+async fn drive(url: String, bodies: Vec<Vec<u8>>, concurrency: usize, secret: bool) -> Run {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap_or_default();
+    let cpu0 = cpu_seconds();
+    let started = Instant::now();
+    let results: Vec<Result<Duration, ()>> = futures::stream::iter(bodies)
+        .map(|body| {
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                let t = Instant::now();
+                let mut r = http.post(url).header("content-type", "application/json").body(body);
+                if secret {
+                    r = r.header("X-Telegram-Bot-Api-Secret-Token", SECRET);
+                }
+                match r.send().await {
+                    Ok(resp) if resp.status().is_success() => Ok(t.elapsed()),
+                    _ => Err(()),
+                }
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let mut lat: Vec<Duration> = results.iter().filter_map(|r| r.ok()).collect();
+    lat.sort();
+    Run {
+        rate: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        errors: results.len() - lat.len(),
+        cpu: cpu_seconds() - cpu0,
+    }
+}
+
+fn update(i: usize) -> Vec<u8> {
+    let chat = 50_000 + (i % 500) as i64;
+    json!({"update_id": 1_000_000 + i, "message": {"message_id": i + 1, "date": 1_700_000_000,
+        "chat": {"id": chat, "type": "private", "first_name": "Load"},
+        "from": {"id": chat, "is_bot": false, "first_name": "Load"},
+        "text": format!("load message {i}")}})
+    .to_string()
+    .into_bytes()
+}
+
+/// Durable webhook ingest vs a bare axum handler answering 200, same load, same process.
+pub async fn ingest_telegram(updates: usize, concurrency: usize, store: &str) -> anyhow::Result<()> {
+    let bodies: Vec<Vec<u8>> = (0..updates).map(update).collect();
+    // Baseline: a bare axum handler.
+    let app = axum::Router::new().route("/hook", axum::routing::post(|_body: axum::body::Bytes| async { "{}" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let bare_addr = listener.local_addr()?;
+    let bare = tokio::spawn(async move { axum::serve(listener, app).await });
+    let baseline = drive(format!("http://{bare_addr}/hook"), bodies.clone(), concurrency, false).await;
+    bare.abort();
+
+    let s = setup(TelegramConfig::default(), "", store, "webhook").await?;
+    let url = format!("http://{}/webhooks/telegram/tg", s.gateway.addr);
+    // Wait until the bot registered its webhook (state running).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let gw = drive(url, bodies, concurrency, true).await;
+    let stats = s.gateway.store.writer_stats();
+    let commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
+    let writes = stats.writes.load(std::sync::atomic::Ordering::Relaxed);
+    println!("scenario: ingest-telegram  updates={updates} concurrency={concurrency} store={}", if store == "sqlite" { "sqlite" } else { "postgres" });
+    println!("| target | rate (req/s) | p50 | p99 | errors | CPU s |");
+    println!("|---|---|---|---|---|---|");
+    for (name, r) in [("bare axum handler (baseline)", &baseline), ("gateway, durable", &gw)] {
+        println!(
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {} | {:.1} |",
+            r.rate,
+            r.p50.as_secs_f64() * 1000.0,
+            r.p99.as_secs_f64() * 1000.0,
+            r.errors,
+            r.cpu
+        );
+    }
+    println!(
+        "ratio gateway/baseline: {:.2}; group commit: {writes} writes in {commits} commits ({:.1} per commit); peak RSS {:.0} MiB",
+        gw.rate / baseline.rate,
+        writes as f64 / commits.max(1) as f64,
+        peak_rss_mib()
+    );
+    s.gateway.shutdown().await;
+    s.sim.shutdown();
+    Ok(())
+}
