@@ -3,6 +3,7 @@
 //!
 //!     switchboard-bench pacing-telegram [--messages 3000 --chats 300 --scale 1]
 //!     switchboard-bench ingest-telegram [--updates 20000 --concurrency 64 --store sqlite|postgres]
+//!     switchboard-bench whatsapp [--posts 2000 --batch 10 --recipients 2000 --throughput 80]
 //!
 //! The gateway and the simulator run in this process (the CPU column is the whole process).
 
@@ -29,6 +30,20 @@ enum Scenario {
         #[arg(long, default_value_t = 1)]
         scale: u32,
     },
+    /// WhatsApp: signed webhook batches ingested durably (vs a bare handler), then template
+    /// sends to distinct recipients at the number's throughput.
+    Whatsapp {
+        #[arg(long, default_value_t = 2000)]
+        posts: usize,
+        #[arg(long, default_value_t = 10)]
+        batch: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 2000)]
+        recipients: usize,
+        #[arg(long, default_value_t = 80)]
+        throughput: u32,
+    },
     /// Durable Telegram webhook ingest, against a bare axum handler as the baseline.
     IngestTelegram {
         #[arg(long, default_value_t = 20_000)]
@@ -44,11 +59,22 @@ enum Scenario {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
-        Scenario::PacingTelegram { messages, chats, scale } => scenarios::pacing_telegram(messages, chats, scale).await,
+        Scenario::PacingTelegram {
+            messages,
+            chats,
+            scale,
+        } => scenarios::pacing_telegram(messages, chats, scale).await,
         Scenario::IngestTelegram {
             updates,
             concurrency,
             store,
         } => scenarios::ingest_telegram(updates, concurrency, &store).await,
+        Scenario::Whatsapp {
+            posts,
+            batch,
+            concurrency,
+            recipients,
+            throughput,
+        } => scenarios::whatsapp(posts, batch, concurrency, recipients, throughput).await,
     }
 }

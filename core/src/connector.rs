@@ -52,6 +52,13 @@ pub trait ConnectorFactory: Send + Sync + 'static {
     /// Refuses content this platform cannot carry, saying why (answered as 422).
     fn check_content(&self, content: &Content, options: &SendOptions) -> Result<(), String>;
 
+    /// The platform's customer-service window for this content (WhatsApp: 24 h for anything
+    /// but a template); `None` when the platform has none.
+    fn reply_window(&self, content: &Content) -> Option<std::time::Duration> {
+        let _ = content;
+        None
+    }
+
     /// The platform's default limits, before the bot's `rate_limit` overrides.
     fn rate_policy(&self, settings: &serde_json::Map<String, serde_json::Value>) -> RatePolicy;
 

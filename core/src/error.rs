@@ -14,6 +14,8 @@ pub enum ConnectorError {
     #[error("rate limited by the platform{}: {message}", fmt_retry(.retry_after))]
     RateLimited {
         retry_after: Option<Duration>,
+        /// The limit is the bot's (or phone number's) as a whole, not the chat's.
+        whole_bot: bool,
         message: String,
         platform_code: Option<String>,
     },

@@ -193,6 +193,8 @@ pub struct Conversation {
     pub title: Option<String>,
     pub contact_id: Option<String>,
     pub last_message_at: Option<DateTime<Utc>>,
+    /// When the contact last wrote here (customer-service windows).
+    pub last_inbound_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
 

@@ -43,7 +43,9 @@ impl Rate {
         }
     }
 
-    /// Parses `"30/s"`, `"20/min"`, `"1000/h"`, optionally with a burst: `"1/s burst 3"`.
+    /// Parses `"30/s"`, `"20/min"`, `"1000/h"`, `"1/6s"`, optionally with a burst:
+    /// `"1/s burst 3"`. Without one, sends are spread evenly (burst 1): a platform's own
+    /// bucket then absorbs network jitter instead of answering 429 at the edge of a burst.
     pub fn parse(s: &str) -> Result<Rate, String> {
         let bad =
             || format!("expected a rate like \"30/s\", \"20/min\" or \"1/s burst 3\", got {s:?}");
@@ -54,14 +56,25 @@ impl Rate {
         if count == 0 {
             return Err(format!("a rate must allow at least 1 send, got {s:?}"));
         }
+        // An optional multiplier before the unit: "1/6s" is one per six seconds.
+        let digits = unit.bytes().take_while(|b| b.is_ascii_digit()).count();
+        let (mult, unit) = unit.split_at(digits);
+        let mult: u32 = if mult.is_empty() {
+            1
+        } else {
+            mult.parse().map_err(|_| bad())?
+        };
+        if mult == 0 {
+            return Err(bad());
+        }
         let per = match unit {
             "s" | "sec" | "second" => Duration::from_secs(1),
             "m" | "min" | "minute" => Duration::from_secs(60),
             "h" | "hour" => Duration::from_secs(3600),
             _ => return Err(bad()),
-        };
+        } * mult;
         let burst = match (parts.next(), parts.next(), parts.next()) {
-            (None, _, _) => count,
+            (None, _, _) => 1,
             (Some("burst"), Some(b), None) => b.parse().ok().filter(|b| *b > 0).ok_or_else(bad)?,
             _ => return Err(bad()),
         };
@@ -248,9 +261,22 @@ mod tests {
 
     #[test]
     fn rates_parse_with_units_and_burst() {
-        assert_eq!(Rate::parse("30/s").unwrap(), Rate::per_second(30));
-        assert_eq!(Rate::parse("20/min").unwrap(), Rate::per_minute(20));
+        assert_eq!(
+            Rate::parse("30/s").unwrap(),
+            Rate {
+                burst: 1,
+                ..Rate::per_second(30)
+            }
+        );
+        assert_eq!(
+            Rate::parse("20/min").unwrap(),
+            Rate {
+                burst: 1,
+                ..Rate::per_minute(20)
+            }
+        );
         assert_eq!(Rate::parse("1/s burst 3").unwrap().burst, 3);
+        assert_eq!(Rate::parse("1/6s").unwrap().per, Duration::from_secs(6));
         assert!(Rate::parse("0/s").is_err());
         assert!(Rate::parse("fast").unwrap_err().contains("30/s"));
     }
@@ -264,7 +290,13 @@ mod tests {
         assert_eq!(err[0].0, "per_moon");
         m.remove("per_moon");
         let p = RatePolicy::default().with_overrides(&m).unwrap();
-        assert_eq!(p.per_chat, Some(Rate::per_second(2)));
+        assert_eq!(
+            p.per_chat,
+            Some(Rate {
+                burst: 1,
+                ..Rate::per_second(2)
+            })
+        );
     }
 
     #[tokio::test]

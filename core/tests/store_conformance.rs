@@ -106,6 +106,7 @@ fn outbound(tenant: &str, bot: &str, chat: &str, t: &str) -> NewOutbound {
         content: text(t),
         reply_to: None,
         idempotency: None,
+        reply_window: None,
     }
 }
 

@@ -143,7 +143,11 @@ fn store_err(e: StoreError) -> ApiError {
 
 #[async_trait]
 impl Control for GatewayControl {
-    async fn submit(&self, new: NewOutbound, options: SendOptions) -> Result<Enqueued, ApiError> {
+    async fn submit(
+        &self,
+        mut new: NewOutbound,
+        options: SendOptions,
+    ) -> Result<Enqueued, ApiError> {
         let bot = self
             .store
             .get_bot(&Scope::Tenant(new.tenant.clone()), &new.bot_id)
@@ -162,6 +166,7 @@ impl Control for GatewayControl {
                     bot.platform
                 ))
             })?;
+        new.reply_window = factory.reply_window(&new.content);
         Ok(self.store.enqueue(new).await?)
     }
 

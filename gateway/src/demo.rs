@@ -200,6 +200,7 @@ async fn echo_replies(
             },
             reply_to: Some(id.into()),
             idempotency: None,
+            reply_window: None,
         };
         if let Err(e) = control.submit(reply, SendOptions::default()).await {
             tracing::warn!(error = %e.detail, "demo echo not queued");

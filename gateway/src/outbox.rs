@@ -363,12 +363,16 @@ impl Outbox {
         let store = &self.inner.store;
         let recorded: MessageError = err.to_message_error();
         match &err {
-            ConnectorError::RateLimited { retry_after, .. } => {
+            ConnectorError::RateLimited {
+                retry_after,
+                whole_bot,
+                ..
+            } => {
                 self.inner.counters.add(bot, Count::RateLimited, 1);
                 let wait = retry_after
                     .unwrap_or_else(|| live.pacer.default_retry_after())
                     .max(Duration::from_millis(50));
-                live.pacer.penalize(key, wait, false);
+                live.pacer.penalize(key, wait, *whole_bot);
                 store.mark_retry(id, recorded, false).await?;
                 Ok(None)
             }

@@ -6,6 +6,7 @@
 //! Telegram, under `/_sim/telegram/`: `POST bots {token, username}`, `POST messages {token,
 //! chat_id, from_id, text?, ...}` → `{update_id}`, `POST edits`, `POST buttons`, `POST block`,
 //! `POST revoke {token}`, `GET sent?token=`, `GET webhook?token=`.
+//! WhatsApp, under `/_sim/whatsapp/`: see `whatsapp::control`.
 //! Control calls are neither recorded in the request log nor subject to faults.
 
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::telegram::{ChatType, SimError, TelegramSim, UserMessage};
 
 /// A control call that cannot be carried out: `{"error": "..."}`.
 #[derive(Debug)]
-struct ControlError(StatusCode, String);
+pub(crate) struct ControlError(pub StatusCode, pub String);
 
 impl IntoResponse for ControlError {
     fn into_response(self) -> Response {
@@ -38,7 +39,7 @@ impl From<SimError> for ControlError {
     }
 }
 
-type ControlResult = Result<Json<Value>, ControlError>;
+pub(crate) type ControlResult = Result<Json<Value>, ControlError>;
 
 /// Routes every platform's simulator serves.
 pub fn core_routes(core: Arc<SimCore>) -> Router {

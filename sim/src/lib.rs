@@ -10,6 +10,7 @@
 //!   buckets, and the server that can drop connections on purpose.
 //! - [`control`]: the JSON control API under `/_sim/` for callers outside Rust.
 //! - [`telegram`]: the Telegram Bot API ([`TelegramSim`]).
+//! - [`whatsapp`]: the WhatsApp Cloud API on Meta's Graph ([`WhatsAppSim`]).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -24,9 +25,14 @@
 pub mod control;
 pub mod framework;
 pub mod telegram;
+pub mod whatsapp;
 
 pub use framework::rate::Rate;
 pub use framework::{Counters, Faults, RecordedRequest};
 pub use telegram::{
     ChatType, SentMessage, SimError, TelegramConfig, TelegramSim, UserMessage, WebhookInfo,
+};
+pub use whatsapp::{
+    PhoneNumber, WaInbound, WaSent, WaUserMessage, WebhookDelivery, WhatsAppConfig, WhatsAppSim,
+    WhatsAppSimError,
 };

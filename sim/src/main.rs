@@ -1,13 +1,15 @@
 //! `switchboard-sim`: runs the platform simulators as a standalone server.
 //!
-//! `switchboard-sim --listen 127.0.0.1:9000 [--bot TOKEN=USERNAME]... [--no-rate-limits]`
-//! serves the Telegram Bot API simulator and the control API (`/_sim/...`) on one port and
-//! prints the base URL on stdout.
+//! `switchboard-sim --listen 127.0.0.1:9000 [--bot TOKEN=USERNAME]...
+//! [--whatsapp-listen 127.0.0.1:9001] [--whatsapp-phone ID=TOKEN:APP_SECRET[:WEBHOOK_URL]]...
+//! [--no-rate-limits]` serves the Telegram Bot API simulator and the WhatsApp Cloud API
+//! simulator, each with the control API (`/_sim/...`) on its own port, and prints their base
+//! URLs on stdout: Telegram's on the first line, WhatsApp's on the second.
 
 use std::net::SocketAddr;
 
 use clap::Parser;
-use switchboard_sim::{TelegramConfig, TelegramSim};
+use switchboard_sim::{PhoneNumber, TelegramConfig, TelegramSim, WhatsAppConfig, WhatsAppSim};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,13 +17,20 @@ use switchboard_sim::{TelegramConfig, TelegramSim};
     about = "Loopback simulator of messaging platform APIs"
 )]
 struct Args {
-    /// Address to listen on.
+    /// Address the Telegram simulator listens on.
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
     /// A bot to create at start-up, as TOKEN=USERNAME (repeatable).
     #[arg(long = "bot", value_parser = parse_bot)]
     bots: Vec<(String, String)>,
-    /// Disable Telegram's flood limits (for benchmarks of the gateway itself).
+    /// Address the WhatsApp simulator listens on.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    whatsapp_listen: SocketAddr,
+    /// A WhatsApp business phone number to create at start-up, as
+    /// ID=TOKEN:APP_SECRET[:WEBHOOK_URL] (repeatable).
+    #[arg(long = "whatsapp-phone", value_parser = parse_phone)]
+    phones: Vec<PhoneNumber>,
+    /// Disable the platforms' rate limits (for benchmarks of the gateway itself).
     #[arg(long)]
     no_rate_limits: bool,
 }
@@ -35,6 +44,20 @@ fn parse_bot(value: &str) -> Result<(String, String), String> {
     }
 }
 
+fn parse_phone(value: &str) -> Result<PhoneNumber, String> {
+    let usage = || "expected ID=TOKEN:APP_SECRET[:WEBHOOK_URL]".to_owned();
+    let (id, rest) = value.split_once('=').ok_or_else(usage)?;
+    let mut parts = rest.splitn(3, ':');
+    let token = parts.next().filter(|t| !t.is_empty()).ok_or_else(usage)?;
+    let secret = parts.next().filter(|s| !s.is_empty()).ok_or_else(usage)?;
+    if id.is_empty() {
+        return Err(usage());
+    }
+    let mut phone = PhoneNumber::new(id, token, secret);
+    phone.callback_url = parts.next().filter(|u| !u.is_empty()).map(str::to_owned);
+    Ok(phone)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -44,19 +67,30 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let config = if args.no_rate_limits {
-        TelegramConfig::without_rate_limits()
+    let (telegram_config, whatsapp_config) = if args.no_rate_limits {
+        (
+            TelegramConfig::without_rate_limits(),
+            WhatsAppConfig::without_rate_limits(),
+        )
     } else {
-        TelegramConfig::default()
+        (TelegramConfig::default(), WhatsAppConfig::default())
     };
-    let sim = TelegramSim::start_on(args.listen, config).await?;
+    let telegram = TelegramSim::start_on(args.listen, telegram_config).await?;
     for (token, username) in &args.bots {
-        let id = sim.add_bot(token, username);
+        let id = telegram.add_bot(token, username);
         tracing::info!(bot = %username, id, "bot added");
     }
-    println!("{}", sim.base_url());
-    tracing::info!(base_url = %sim.base_url(), "Telegram Bot API simulator ready; control API under /_sim/");
+    let whatsapp = WhatsAppSim::start_on(args.whatsapp_listen, whatsapp_config).await?;
+    for phone in args.phones {
+        tracing::info!(phone_number_id = %phone.phone_number_id, "WhatsApp phone number added");
+        whatsapp.add_phone_number(phone);
+    }
+    println!("{}", telegram.base_url());
+    println!("{}", whatsapp.base_url());
+    tracing::info!(base_url = %telegram.base_url(), "Telegram Bot API simulator ready; control API under /_sim/");
+    tracing::info!(base_url = %whatsapp.base_url(), "WhatsApp Cloud API simulator ready; control API under /_sim/whatsapp/");
     tokio::signal::ctrl_c().await?;
-    sim.shutdown();
+    telegram.shutdown();
+    whatsapp.shutdown();
     Ok(())
 }

@@ -78,6 +78,7 @@ async fn messages_left_sending_by_a_killed_process_are_sent_at_start_up() {
             content: switchboard_core::model::Content::Text { text: text.into() },
             reply_to: None,
             idempotency: None,
+            reply_window: None,
         };
         let in_flight = store
             .enqueue(enqueue("in flight"))

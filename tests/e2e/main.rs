@@ -8,3 +8,4 @@ mod secrets;
 mod supervisor;
 mod telegram;
 mod tenancy;
+mod whatsapp;

@@ -244,6 +244,7 @@ impl Connector for FakeConnector {
             SendOutcome::RateLimited(d) => {
                 return Err(ConnectorError::RateLimited {
                     retry_after: Some(d),
+                    whole_bot: false,
                     message: "Too Many Requests".into(),
                     platform_code: Some("429".into()),
                 });

@@ -325,12 +325,19 @@ impl TestGateway {
         }
     }
 
-    /// Polls a message until its status is `status`.
+    /// Polls a message until its status is `status` (or, for sent/delivered, a later one).
     pub async fn wait_message(&self, key: &str, id: &str, status: &str, within: Duration) -> Value {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let (_, m) = self.get(key, &format!("/v1/messages/{id}")).await;
-            if m["status"] == status {
+            // A message that went further along sent -> delivered -> read has passed `status`.
+            let chain = ["sent", "delivered", "read"];
+            let rank = |s: &str| chain.iter().position(|c| *c == s);
+            let reached = match (rank(status), m["status"].as_str().and_then(rank)) {
+                (Some(want), Some(got)) => got >= want,
+                _ => m["status"] == status,
+            };
+            if reached {
                 return m;
             }
             if tokio::time::Instant::now() > deadline {

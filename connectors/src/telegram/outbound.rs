@@ -28,39 +28,13 @@ fn recipient(chat: &str) -> Recipient {
     }
 }
 
-/// Splits a text into pieces of at most `max` characters, preferring line breaks, then spaces.
-pub fn split_text(text: &str, max: usize) -> Vec<String> {
-    let chars: Vec<char> = text.chars().collect();
-    if chars.len() <= max {
-        return vec![text.to_string()];
-    }
-    let mut parts = Vec::new();
-    let mut start = 0;
-    while start < chars.len() {
-        let end = (start + max).min(chars.len());
-        let cut = if end == chars.len() {
-            end
-        } else {
-            let window = &chars[start..end];
-            window
-                .iter()
-                .rposition(|c| *c == '\n')
-                .or_else(|| window.iter().rposition(|c| c.is_whitespace()))
-                .filter(|p| *p > max / 2)
-                .map(|p| start + p + 1)
-                .unwrap_or(end)
-        };
-        parts.push(chars[start..cut].iter().collect::<String>());
-        start = cut;
-    }
-    parts
-}
-
 /// Maps a teloxide error to the one classification.
 pub fn classify(e: RequestError) -> ConnectorError {
     match e {
         RequestError::RetryAfter(s) => ConnectorError::RateLimited {
             retry_after: Some(s.duration()),
+            // Telegram does not say which limit; the chat's is the common one.
+            whole_bot: false,
             message: format!("Too Many Requests: retry after {}", s.seconds()),
             platform_code: Some("429".into()),
         },
@@ -130,6 +104,7 @@ fn classify_api(api: ApiError) -> ConnectorError {
             if lower.starts_with("too many requests") {
                 ConnectorError::RateLimited {
                     retry_after: None,
+                    whole_bot: false,
                     message: text,
                     platform_code: Some("429".into()),
                 }
@@ -210,7 +185,7 @@ pub async fn send(
     let sent: Message = match &request.message.content {
         Content::Text { text } => {
             let mut first: Option<Message> = None;
-            for (i, part) in split_text(text, MAX_TEXT).into_iter().enumerate() {
+            for (i, part) in crate::split_text(text, MAX_TEXT).into_iter().enumerate() {
                 let mut r = api.send_message(chat.clone(), part);
                 if i == 0
                     && let Some(rp) = reply.clone()
@@ -343,22 +318,6 @@ pub async fn fetch_media(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn long_texts_split_at_line_breaks_within_the_limit() {
-        let text = format!("{}\n{}", "a".repeat(3000), "b".repeat(3000));
-        let parts = split_text(&text, 4096);
-        assert_eq!(parts.len(), 2);
-        assert!(parts.iter().all(|p| p.chars().count() <= 4096));
-        assert_eq!(parts.concat(), text, "nothing is lost or added");
-        let solid = "x".repeat(10_000);
-        let parts = split_text(&solid, 4096);
-        assert_eq!(
-            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
-            [4096, 4096, 1808]
-        );
-        assert_eq!(split_text("short", 4096), ["short"]);
-    }
 
     #[test]
     fn errors_are_classified_by_what_the_caller_should_do() {

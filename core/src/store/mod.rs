@@ -127,6 +127,9 @@ pub struct NewOutbound {
     pub reply_to: Option<String>,
     /// `Idempotency-Key` and a hash of the request it came with.
     pub idempotency: Option<(String, String)>,
+    /// The platform's customer-service window: free-form messages are refused when the
+    /// contact last wrote longer ago than this (`None`: no window, or a template).
+    pub reply_window: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]

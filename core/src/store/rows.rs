@@ -98,7 +98,7 @@ impl TryFrom<MessageRow> for Message {
 macro_rules! conversation_columns {
     () => {
         "id, tenant_id, bot_id, platform, external_chat_id, kind, \
-     title, contact_id, last_message_at, created_at"
+     title, contact_id, last_message_at, created_at, last_inbound_at"
     };
 }
 
@@ -114,6 +114,7 @@ pub struct ConversationRow {
     pub contact_id: Option<String>,
     pub last_message_at: Option<i64>,
     pub created_at: i64,
+    pub last_inbound_at: Option<i64>,
 }
 
 impl TryFrom<ConversationRow> for Conversation {
@@ -130,6 +131,7 @@ impl TryFrom<ConversationRow> for Conversation {
             title: r.title,
             contact_id: r.contact_id,
             last_message_at: r.last_message_at.map(from_micros),
+            last_inbound_at: r.last_inbound_at.map(from_micros),
             created_at: from_micros(r.created_at),
         })
     }

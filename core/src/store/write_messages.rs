@@ -135,6 +135,7 @@ pub(super) async fn create_conversation(
         title: chat.title.clone(),
         contact_id,
         last_message_at: None,
+        last_inbound_at: None,
         created_at: Utc::now(),
     };
     sqlx::query(
@@ -232,7 +233,7 @@ pub(super) async fn ingest_message(
         None
     };
     let now = Utc::now();
-    let conversation = match find_conversation(tx, &bot.id, &m.chat.external_chat_id).await? {
+    let mut conversation = match find_conversation(tx, &bot.id, &m.chat.external_chat_id).await? {
         Some(mut c) => {
             let title_changed = m.chat.title.is_some() && m.chat.title != c.title;
             if title_changed || (c.contact_id.is_none() && direct_contact.is_some()) {
@@ -240,35 +241,23 @@ pub(super) async fn ingest_message(
                     c.title = m.chat.title.clone();
                 }
                 c.contact_id = c.contact_id.or(direct_contact);
-                c.last_message_at = Some(now);
-                sqlx::query("UPDATE conversations SET title = $1, contact_id = $2, last_message_at = $3 WHERE id = $4")
-                    .bind(&c.title)
-                    .bind(&c.contact_id)
-                    .bind(to_micros(now))
-                    .bind(&c.id)
-                    .execute(&mut *tx)
-                    .await?;
                 ev.push(conversation_event(&c));
-            } else {
-                sqlx::query("UPDATE conversations SET last_message_at = $1 WHERE id = $2")
-                    .bind(to_micros(now))
-                    .bind(&c.id)
-                    .execute(&mut *tx)
-                    .await?;
             }
             c
         }
-        None => {
-            let mut c = create_conversation(tx, bot, &m.chat, direct_contact, ev).await?;
-            c.last_message_at = Some(now);
-            sqlx::query("UPDATE conversations SET last_message_at = $1 WHERE id = $2")
-                .bind(to_micros(now))
-                .bind(&c.id)
-                .execute(&mut *tx)
-                .await?;
-            c
-        }
+        None => create_conversation(tx, bot, &m.chat, direct_contact, ev).await?,
     };
+    conversation.last_message_at = Some(now);
+    conversation.last_inbound_at = Some(now);
+    sqlx::query(
+        "UPDATE conversations SET title = $1, contact_id = $2, last_message_at = $3, last_inbound_at = $3 WHERE id = $4",
+    )
+    .bind(&conversation.title)
+    .bind(&conversation.contact_id)
+    .bind(to_micros(now))
+    .bind(&conversation.id)
+    .execute(&mut *tx)
+    .await?;
     let reply_to = match &m.reply_to_external_id {
         Some(ext) => {
             // Platform message ids are unique per chat on some platforms (Telegram).
@@ -343,10 +332,30 @@ pub(super) async fn apply_status(
     if seen.rows_affected() == 0 {
         return Ok(IngestOutcome::StatusIgnored);
     }
+    // A report can arrive before the send's result is committed: it waits in
+    // status_reports (message_id NULL) and is applied when the platform id is recorded.
     let Some((id,)) = target else {
         return Ok(IngestOutcome::StatusUnmatched);
     };
     let mut m = load_message(tx, &id).await?;
+    apply_report(&mut m, s);
+    save_message(tx, &m).await?;
+    ev.push(report_event(&m, s.status));
+    Ok(IngestOutcome::StatusApplied(id))
+}
+
+fn report_event(m: &Message, status: MessageStatus) -> PendingEvent {
+    let kind = if status == MessageStatus::Failed {
+        et::MESSAGE_FAILED
+    } else {
+        et::MESSAGE_STATUS
+    };
+    message_event(kind, m)
+}
+
+/// A platform's report on an outbound message: recorded in the history; the status only
+/// moves forward (a late `delivered` after `read` does not demote it).
+fn apply_report(m: &mut Message, s: &StatusReport) {
     let newer = s.status.rank() > m.status.rank();
     m.status_history.push(StatusChange {
         status: s.status,
@@ -364,14 +373,55 @@ pub(super) async fn apply_status(
             m.error = s.error.clone();
         }
     }
-    save_message(tx, &m).await?;
-    let kind = if s.status == MessageStatus::Failed {
-        et::MESSAGE_FAILED
-    } else {
-        et::MESSAGE_STATUS
+}
+
+/// Applies reports that arrived before `m`'s platform id was known.
+async fn apply_early_reports(
+    tx: &mut Conn,
+    m: &mut Message,
+    ev: &mut Vec<PendingEvent>,
+) -> Result<(), StoreError> {
+    let Some(external_id) = m.external_id.clone() else {
+        return Ok(());
     };
-    ev.push(message_event(kind, &m));
-    Ok(IngestOutcome::StatusApplied(id))
+    let early: Vec<(String,)> = sqlx::query_as(
+        "SELECT report FROM status_reports WHERE bot_id = $1 AND external_id = $2 AND message_id IS NULL",
+    )
+    .bind(&m.bot_id)
+    .bind(&external_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    if early.is_empty() {
+        return Ok(());
+    }
+    let mut reports: Vec<StatusReport> = Vec::new();
+    for (json,) in early {
+        let v: serde_json::Value = serde_json::from_str(&json).map_err(StoreError::corrupt)?;
+        let (Some(status), Some(at)) = (
+            serde_json::from_value::<MessageStatus>(v["status"].clone()).ok(),
+            serde_json::from_value::<DateTime<Utc>>(v["at"].clone()).ok(),
+        ) else {
+            continue;
+        };
+        reports.push(StatusReport {
+            external_id: external_id.clone(),
+            status,
+            at,
+            error: serde_json::from_value(v["error"].clone()).ok().flatten(),
+        });
+    }
+    reports.sort_by_key(|r| (r.status.rank(), r.at));
+    sqlx::query("UPDATE status_reports SET message_id = $1 WHERE bot_id = $2 AND external_id = $3 AND message_id IS NULL")
+        .bind(&m.id)
+        .bind(&m.bot_id)
+        .bind(&external_id)
+        .execute(&mut *tx)
+        .await?;
+    for r in &reports {
+        apply_report(m, r);
+        ev.push(report_event(m, r.status));
+    }
+    Ok(())
 }
 
 pub(super) async fn enqueue(
@@ -415,6 +465,23 @@ pub(super) async fn enqueue(
         return Err(StoreError::NotFound);
     }
     let (conversation, contact_id) = resolve_recipient(tx, &bot, &new.to, ev).await?;
+    if let Some(window) = new.reply_window {
+        let cutoff = Utc::now() - chrono::Duration::from_std(window).unwrap_or_default();
+        match conversation.last_inbound_at {
+            Some(t) if t >= cutoff => {}
+            last => {
+                let since = match last {
+                    Some(t) => format!("the contact last wrote at {}", t.to_rfc3339()),
+                    None => "the contact never wrote to this bot".to_string(),
+                };
+                return Err(StoreError::Invalid(format!(
+                    "outside the {} customer-service window of {} hours ({since}): only templates may be sent",
+                    bot.platform,
+                    window.as_secs() / 3600
+                )));
+            }
+        }
+    }
     if let Some(reply_to) = &new.reply_to {
         let found: Option<(String,)> =
             sqlx::query_as("SELECT conversation_id FROM messages WHERE id = $1 AND tenant_id = $2")
@@ -679,10 +746,13 @@ pub(super) async fn transition(
             Some(et::MESSAGE_FAILED)
         }
     };
-    save_message(tx, &m).await?;
     if let Some(kind) = kind {
         ev.push(message_event(kind, &m));
     }
+    if matches!(t, Transition::Sent(_)) {
+        apply_early_reports(tx, &mut m, ev).await?;
+    }
+    save_message(tx, &m).await?;
     Ok(Output::Message(Box::new(m)))
 }
 

@@ -146,6 +146,7 @@ pub async fn create(
                 content: req.content,
                 reply_to: req.reply_to,
                 idempotency,
+                reply_window: None,
             },
             options,
         )

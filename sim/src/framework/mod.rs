@@ -42,7 +42,8 @@ pub struct Counters {
     pub requests: u64,
     pub responses_2xx: u64,
     pub responses_4xx: u64,
-    /// Rate-limit answers; also counted in `responses_4xx`.
+    /// Rate-limit answers (HTTP 429, and platform rate-limit errors sent with another 4xx
+    /// status such as WhatsApp's 130429 and 131056); also counted in `responses_4xx`.
     pub responses_429: u64,
     pub responses_5xx: u64,
     /// Connections closed without an answer by the `drop_rate` fault.
@@ -82,6 +83,12 @@ pub(crate) fn bump(counter: &AtomicU64, n: u64) {
 }
 
 impl CounterSet {
+    /// Counts a rate-limit answer a platform gives with a status other than 429 (WhatsApp
+    /// answers its throughput errors with 400); the status itself is counted as usual.
+    pub fn count_rate_limited(&self) {
+        bump(&self.responses_429, 1);
+    }
+
     fn count_status(&self, status: u16) {
         match status {
             200..=299 => bump(&self.responses_2xx, 1),
