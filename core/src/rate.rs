@@ -166,6 +166,9 @@ pub struct GovernorPacer {
     per_bot: Option<DefaultDirectRateLimiter>,
     per_chat: Option<DefaultKeyedRateLimiter<String>>,
     per_group: Option<DefaultKeyedRateLimiter<String>>,
+    /// Waiters for the bot-wide level queue here (FIFO) instead of all polling governor:
+    /// thousands of chats waiting at once would otherwise all wake at every slot.
+    bot_gate: tokio::sync::Mutex<()>,
     frozen: Mutex<Frozen>,
 }
 
@@ -183,6 +186,7 @@ impl GovernorPacer {
             per_bot: policy.per_bot.map(|r| RateLimiter::direct(r.quota())),
             per_chat: policy.per_chat.map(|r| RateLimiter::keyed(r.quota())),
             per_group: policy.per_group.map(|r| RateLimiter::keyed(r.quota())),
+            bot_gate: tokio::sync::Mutex::new(()),
             frozen: Mutex::new(Frozen::default()),
         }
     }
@@ -234,6 +238,7 @@ impl Pacer for GovernorPacer {
             l.until_key_ready(&key.chat).await;
         }
         if let Some(l) = &self.per_bot {
+            let _turn = self.bot_gate.lock().await;
             l.until_ready().await;
         }
         self.housekeeping();

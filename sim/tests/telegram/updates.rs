@@ -198,8 +198,12 @@ async fn webhook_delivers_with_the_secret_header_and_retries_after_a_500() {
     assert_eq!(body["result"], true);
     let update_id = user_writes(&sim, "via webhook");
 
+    // Wait for the retry to arrive and for the simulator to record its success.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while calls.lock().unwrap().len() < 2 && Instant::now() < deadline {
+    while (calls.lock().unwrap().len() < 2
+        || sim.webhook_info(TOKEN).map(|i| i.pending_update_count) != Some(0))
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let calls = calls.lock().unwrap().clone();
