@@ -258,25 +258,20 @@ struct Run {
     cpu: f64,
 }
 
-async fn drive(url: String, bodies: Vec<Vec<u8>>, concurrency: usize, secret: bool) -> Run {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .unwrap_or_default();
+/// POSTs every body (with its header, if any) `concurrency` at a time; latencies of the 2xx.
+async fn drive(url: String, requests: Vec<(Vec<u8>, Option<(&'static str, String)>)>, concurrency: usize) -> Run {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap_or_default();
     let cpu0 = cpu_seconds();
     let started = Instant::now();
-    let results: Vec<Result<Duration, ()>> = futures::stream::iter(bodies)
-        .map(|body| {
+    let results: Vec<Result<Duration, ()>> = futures::stream::iter(requests)
+        .map(|(body, header)| {
             let http = http.clone();
             let url = url.clone();
             async move {
                 let t = Instant::now();
-                let mut r = http
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(body);
-                if secret {
-                    r = r.header("X-Telegram-Bot-Api-Secret-Token", SECRET);
+                let mut r = http.post(url).header("content-type", "application/json").body(body);
+                if let Some((name, value)) = header {
+                    r = r.header(name, value);
                 }
                 match r.send().await {
                     Ok(resp) if resp.status().is_success() => Ok(t.elapsed()),
@@ -324,20 +319,19 @@ pub async fn ingest_telegram(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let bare_addr = listener.local_addr()?;
     let bare = tokio::spawn(async move { axum::serve(listener, app).await });
-    let baseline = drive(
-        format!("http://{bare_addr}/hook"),
-        bodies.clone(),
-        concurrency,
-        false,
-    )
-    .await;
+    let plain: Vec<_> = bodies.iter().map(|b| (b.clone(), None)).collect();
+    let baseline = drive(format!("http://{bare_addr}/hook"), plain, concurrency).await;
     bare.abort();
 
     let s = setup(TelegramConfig::default(), "", store, "webhook").await?;
     let url = format!("http://{}/webhooks/telegram/tg", s.gateway.addr);
     // Wait until the bot registered its webhook (state running).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let gw = drive(url, bodies, concurrency, true).await;
+    let with_secret: Vec<_> = bodies
+        .into_iter()
+        .map(|b| (b, Some(("X-Telegram-Bot-Api-Secret-Token", SECRET.to_string()))))
+        .collect();
+    let gw = drive(url, with_secret, concurrency).await;
     let stats = s.gateway.store.writer_stats();
     let commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
     let writes = stats.writes.load(std::sync::atomic::Ordering::Relaxed);
@@ -467,9 +461,9 @@ throughput_per_second = {throughput}
             .into_bytes()
         })
         .collect();
-    let signatures: Vec<String> = bodies
+    let signed: Vec<_> = bodies
         .iter()
-        .map(|b| switchboard_connectors::whatsapp::sign(APP_SECRET.as_bytes(), b))
+        .map(|b| (b.clone(), Some(("X-Hub-Signature-256", switchboard_connectors::whatsapp::sign(APP_SECRET.as_bytes(), b)))))
         .collect();
     let app = axum::Router::new().route(
         "/hook",
@@ -478,21 +472,9 @@ throughput_per_second = {throughput}
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let bare_addr = listener.local_addr()?;
     let bare = tokio::spawn(async move { axum::serve(listener, app).await });
-    let baseline = drive_signed(
-        format!("http://{bare_addr}/hook"),
-        &bodies,
-        &signatures,
-        concurrency,
-    )
-    .await;
+    let baseline = drive(format!("http://{bare_addr}/hook"), signed.clone(), concurrency).await;
     bare.abort();
-    let gw = drive_signed(
-        format!("{base}/webhooks/whatsapp/wa"),
-        &bodies,
-        &signatures,
-        concurrency,
-    )
-    .await;
+    let gw = drive(format!("{base}/webhooks/whatsapp/wa"), signed, concurrency).await;
     println!(
         "scenario: whatsapp ingest  posts={posts} messages/post={batch} concurrency={concurrency} store=sqlite"
     );
@@ -565,52 +547,4 @@ throughput_per_second = {throughput}
     gateway.shutdown().await;
     sim.shutdown();
     Ok(())
-}
-
-async fn drive_signed(
-    url: String,
-    bodies: &[Vec<u8>],
-    signatures: &[String],
-    concurrency: usize,
-) -> Run {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .unwrap_or_default();
-    let cpu0 = cpu_seconds();
-    let started = Instant::now();
-    let results: Vec<Result<Duration, ()>> = futures::stream::iter(bodies.iter().zip(signatures))
-        .map(|(body, sig)| {
-            let http = http.clone();
-            let url = url.clone();
-            let body = body.clone();
-            let sig = sig.clone();
-            async move {
-                let t = Instant::now();
-                match http
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .header("X-Hub-Signature-256", sig)
-                    .body(body)
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status().is_success() => Ok(t.elapsed()),
-                    _ => Err(()),
-                }
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let elapsed = started.elapsed();
-    let mut lat: Vec<Duration> = results.iter().filter_map(|r| r.ok()).collect();
-    lat.sort();
-    Run {
-        rate: lat.len() as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&lat, 0.5),
-        p99: percentile(&lat, 0.99),
-        errors: results.len() - lat.len(),
-        cpu: cpu_seconds() - cpu0,
-    }
 }

@@ -84,6 +84,17 @@ impl ConnectorError {
             platform_code: None,
         }
     }
+    /// A configuration error listing `(key, problem)` pairs.
+    pub fn config(problems: &[(String, String)]) -> Self {
+        ConnectorError::Config(
+            problems
+                .iter()
+                .map(|(k, m)| format!("{k}: {m}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+
     pub fn auth(message: impl Into<String>) -> Self {
         ConnectorError::Auth {
             message: message.into(),

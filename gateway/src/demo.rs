@@ -1,6 +1,7 @@
-//! `switchboard demo`: the gateway on a throwaway SQLite store, an embedded platform
-//! simulator, a demo tenant with an API key, a Telegram demo bot, simulated users writing in
-//! and an echo reply from the bot, so a newcomer sees conversations and the live feed at once.
+//! `switchboard demo`: the gateway on a throwaway SQLite store, embedded platform simulators,
+//! a demo tenant with an API key, a Telegram and a WhatsApp demo bot, simulated users writing
+//! in and an echo reply from the bots, so a newcomer sees conversations and the live feed at
+//! once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use switchboard_core::secret::{Cipher, generate_api_key};
 use switchboard_core::store::{NewOutbound, Recipient};
 use switchboard_dashboard_api::Control;
 use switchboard_sim::telegram::{ChatType, TelegramConfig, TelegramSim, UserMessage};
+use switchboard_sim::whatsapp::{PhoneNumber, WaUserMessage, WhatsAppConfig, WhatsAppSim};
 
 use crate::Gateway;
 use crate::config;
@@ -21,6 +23,10 @@ use crate::config;
 const TENANT: &str = "demo";
 const BOT: &str = "demo-telegram";
 const BOT_TOKEN: &str = "700001:demo-bot-token-not-a-real-one";
+const WA_BOT: &str = "demo-whatsapp";
+const WA_PHONE_ID: &str = "106540352242922";
+const WA_TOKEN: &str = "demo-whatsapp-access-token";
+const WA_APP_SECRET: &str = "demo-whatsapp-app-secret";
 
 const USERS: &[(i64, &str)] = &[
     (1001, "Amina"),
@@ -55,6 +61,16 @@ async fn run_in(listen: SocketAddr, dir: &std::path::Path) -> anyhow::Result<()>
         .await
         .context("starting the simulator")?;
     sim.add_bot(BOT_TOKEN, "switchboard_demo_bot");
+    let wa = WhatsAppSim::start(WhatsAppConfig::default()).await.context("starting the WhatsApp simulator")?;
+    wa.add_phone_number(PhoneNumber {
+        phone_number_id: WA_PHONE_ID.into(),
+        display_phone_number: "15550001111".into(),
+        waba_id: "102290129340398".into(),
+        access_token: WA_TOKEN.into(),
+        app_secret: WA_APP_SECRET.into(),
+        callback_url: None,
+        verified_name: "Demo Ltd".into(),
+    });
     let api_key = generate_api_key();
     let admin_token = format!("sbadm_{}", generate_api_key().trim_start_matches("sk_"));
     let env: HashMap<String, String> = [
@@ -62,6 +78,8 @@ async fn run_in(listen: SocketAddr, dir: &std::path::Path) -> anyhow::Result<()>
         ("DEMO_API_KEY", api_key.clone()),
         ("DEMO_ADMIN_TOKEN", admin_token.clone()),
         ("DEMO_BOT_TOKEN", BOT_TOKEN.to_string()),
+        ("DEMO_WA_TOKEN", WA_TOKEN.to_string()),
+        ("DEMO_WA_APP_SECRET", WA_APP_SECRET.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -88,9 +106,19 @@ mode = "polling"
 poll_timeout_s = 10
 token = "env:DEMO_BOT_TOKEN"
 api_base = "{sim}"
+[[bots]]
+id = "{WA_BOT}"
+tenant = "{TENANT}"
+platform = "whatsapp"
+phone_number_id = "{WA_PHONE_ID}"
+access_token = "env:DEMO_WA_TOKEN"
+app_secret = "env:DEMO_WA_APP_SECRET"
+verify_token = "demo-verify-token"
+api_base = "{wa}"
 "#,
         db = dir.join("demo.db").display(),
         sim = sim.base_url(),
+        wa = wa.base_url(),
     );
     let registry = switchboard_connectors::registry();
     let config = config::parse(&toml, dir, &env, &registry).map_err(|problems| {
@@ -105,6 +133,7 @@ api_base = "{sim}"
     })?;
     let gateway = Gateway::start(config, registry).await?;
     let base = format!("http://{}", gateway.addr);
+    wa.set_callback(WA_PHONE_ID, &format!("{base}/webhooks/whatsapp/{WA_BOT}"));
     println!(
         r#"
 Switchboard demo is running.
@@ -112,9 +141,10 @@ Switchboard demo is running.
   Gateway         {base}
   API key         {api_key}          (tenant "{TENANT}")
   Admin token     {admin_token}
-  Simulator       {sim}             (Telegram Bot API; control API under /_sim)
+  Simulators      {sim}             (Telegram Bot API; control API under /_sim)
+                  {wa}             (WhatsApp Cloud API; control API under /_sim)
 
-Simulated users write to the bot "{BOT}" every few seconds and the bot echoes them.
+Simulated users write to the bots "{BOT}" and "{WA_BOT}" every few seconds; the bots echo.
 Try:
   curl -s -H 'Authorization: Bearer {api_key}' {base}/v1/conversations
   curl -s -H 'Authorization: Bearer {api_key}' '{base}/v1/messages?limit=5'
@@ -126,9 +156,10 @@ Try:
 Ctrl-C stops it (the demo's data lives in a temporary directory and is removed).
 "#,
         sim = sim.base_url(),
+        wa = wa.base_url(),
         ws = base.replace("http://", "ws://"),
     );
-    let traffic = tokio::spawn(simulated_users(sim.clone()));
+    let traffic = tokio::spawn(simulated_users(sim.clone(), wa.clone()));
     let echo = tokio::spawn(echo_replies(
         gateway.store.subscribe(),
         gateway.control.clone(),
@@ -138,25 +169,34 @@ Ctrl-C stops it (the demo's data lives in a temporary directory and is removed).
     echo.abort();
     gateway.shutdown().await;
     sim.shutdown();
+    wa.shutdown();
     Ok(())
 }
 
 /// Users (and now and then a group) writing to the bot at a gentle pace.
-async fn simulated_users(sim: TelegramSim) {
+async fn simulated_users(sim: TelegramSim, wa: WhatsAppSim) {
     sim.add_chat(BOT_TOKEN, GROUP.0, ChatType::Supergroup, Some(GROUP.1));
     let mut n = 0usize;
     loop {
-        let (pause, user, line, in_group) = {
+        let (pause, user, line, in_group, on_whatsapp) = {
             let mut rng = rand::rng();
             (
                 rng.random_range(1500..4000),
                 USERS[rng.random_range(0..USERS.len())],
                 LINES[rng.random_range(0..LINES.len())],
                 rng.random_range(0..5) == 0,
+                rng.random_range(0..2) == 0,
             )
         };
         tokio::time::sleep(Duration::from_millis(pause)).await;
         n += 1;
+        if on_whatsapp {
+            let from = format!("2547000{}", user.0);
+            if let Err(e) = wa.try_user_message(WA_PHONE_ID, WaUserMessage::text(&from, user.1, line)) {
+                tracing::warn!(error = %e, n, "demo traffic: the WhatsApp simulator refused a user message");
+            }
+            continue;
+        }
         let mut msg = UserMessage::text(user.0, user.0, line);
         msg.from_first_name = user.1.to_string();
         if in_group {
@@ -181,7 +221,10 @@ async fn echo_replies(
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(_) => return,
         };
-        if e.kind != event_type::MESSAGE_RECEIVED || e.bot_id.as_deref() != Some(BOT) {
+        let Some(bot) = e.bot_id.as_deref().filter(|b| *b == BOT || *b == WA_BOT) else {
+            continue;
+        };
+        if e.kind != event_type::MESSAGE_RECEIVED {
             continue;
         }
         let (Some(conversation), Some(id), Some(text)) = (
@@ -193,7 +236,7 @@ async fn echo_replies(
         };
         let reply = NewOutbound {
             tenant: TENANT.into(),
-            bot_id: BOT.into(),
+            bot_id: bot.into(),
             to: Recipient::Conversation(conversation.into()),
             content: Content::Text {
                 text: format!("Echo: {text}"),

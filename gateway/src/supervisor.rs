@@ -304,18 +304,13 @@ impl Supervisor {
         let creds = self.credentials(bot).await?;
         let problems = factory.validate(&bot.settings, &creds);
         if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(|(k, m)| format!("{k}: {m}")).collect();
-            return Err(ConnectorError::Config(list.join("; ")));
+            return Err(ConnectorError::config(&problems));
         }
         let mut policy: RatePolicy = factory.rate_policy(&bot.settings);
         if let Some(overrides) = bot.settings.get("rate_limit").and_then(|v| v.as_object()) {
             policy = policy.with_overrides(overrides).map_err(|errs| {
-                ConnectorError::Config(
-                    errs.iter()
-                        .map(|(k, m)| format!("rate_limit.{k}: {m}"))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                )
+                let errs: Vec<(String, String)> = errs.into_iter().map(|(k, m)| (format!("rate_limit.{k}"), m)).collect();
+                ConnectorError::config(&errs)
             })?;
         }
         let connector = factory.build(bot, creds)?;

@@ -267,14 +267,7 @@ impl ConnectorFactory for TelegramFactory {
         bot: &Bot,
         credentials: Credentials,
     ) -> Result<Arc<dyn Connector>, ConnectorError> {
-        let s = settings(&bot.settings).map_err(|p| {
-            ConnectorError::Config(
-                p.iter()
-                    .map(|(k, m)| format!("{k}: {m}"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let s = settings(&bot.settings).map_err(|p| ConnectorError::config(&p))?;
         let token = credentials
             .get("token")
             .ok_or_else(|| ConnectorError::Config("token: is required".into()))?

@@ -243,14 +243,7 @@ impl ConnectorFactory for WhatsAppFactory {
         bot: &Bot,
         credentials: Credentials,
     ) -> Result<Arc<dyn Connector>, ConnectorError> {
-        let s = settings(&bot.settings).map_err(|p| {
-            ConnectorError::Config(
-                p.iter()
-                    .map(|(k, m)| format!("{k}: {m}"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let s = settings(&bot.settings).map_err(|p| ConnectorError::config(&p))?;
         let get = |k: &str| {
             credentials
                 .get(k)
