@@ -258,9 +258,15 @@ struct Run {
     cpu: f64,
 }
 
+/// A body to POST and the header it carries, if any.
+type Request = (Vec<u8>, Option<(&'static str, String)>);
+
 /// POSTs every body (with its header, if any) `concurrency` at a time; latencies of the 2xx.
-async fn drive(url: String, requests: Vec<(Vec<u8>, Option<(&'static str, String)>)>, concurrency: usize) -> Run {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap_or_default();
+async fn drive(url: String, requests: Vec<Request>, concurrency: usize) -> Run {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap_or_default();
     let cpu0 = cpu_seconds();
     let started = Instant::now();
     let results: Vec<Result<Duration, ()>> = futures::stream::iter(requests)
@@ -269,7 +275,10 @@ async fn drive(url: String, requests: Vec<(Vec<u8>, Option<(&'static str, String
             let url = url.clone();
             async move {
                 let t = Instant::now();
-                let mut r = http.post(url).header("content-type", "application/json").body(body);
+                let mut r = http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body);
                 if let Some((name, value)) = header {
                     r = r.header(name, value);
                 }
@@ -329,7 +338,12 @@ pub async fn ingest_telegram(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let with_secret: Vec<_> = bodies
         .into_iter()
-        .map(|b| (b, Some(("X-Telegram-Bot-Api-Secret-Token", SECRET.to_string()))))
+        .map(|b| {
+            (
+                b,
+                Some(("X-Telegram-Bot-Api-Secret-Token", SECRET.to_string())),
+            )
+        })
         .collect();
     let gw = drive(url, with_secret, concurrency).await;
     let stats = s.gateway.store.writer_stats();
@@ -463,7 +477,15 @@ throughput_per_second = {throughput}
         .collect();
     let signed: Vec<_> = bodies
         .iter()
-        .map(|b| (b.clone(), Some(("X-Hub-Signature-256", switchboard_connectors::whatsapp::sign(APP_SECRET.as_bytes(), b)))))
+        .map(|b| {
+            (
+                b.clone(),
+                Some((
+                    "X-Hub-Signature-256",
+                    switchboard_connectors::whatsapp::sign(APP_SECRET.as_bytes(), b),
+                )),
+            )
+        })
         .collect();
     let app = axum::Router::new().route(
         "/hook",
@@ -472,7 +494,12 @@ throughput_per_second = {throughput}
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let bare_addr = listener.local_addr()?;
     let bare = tokio::spawn(async move { axum::serve(listener, app).await });
-    let baseline = drive(format!("http://{bare_addr}/hook"), signed.clone(), concurrency).await;
+    let baseline = drive(
+        format!("http://{bare_addr}/hook"),
+        signed.clone(),
+        concurrency,
+    )
+    .await;
     bare.abort();
     let gw = drive(format!("{base}/webhooks/whatsapp/wa"), signed, concurrency).await;
     println!(

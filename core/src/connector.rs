@@ -59,6 +59,13 @@ pub trait ConnectorFactory: Send + Sync + 'static {
         None
     }
 
+    /// What a chat id the bot never saw is, for a send to `{"chat_id"}` (Telegram: negative
+    /// ids are groups and channels); default direct.
+    fn chat_kind(&self, chat_id: &str) -> ConversationKind {
+        let _ = chat_id;
+        ConversationKind::Direct
+    }
+
     /// The platform's default limits, before the bot's `rate_limit` overrides.
     fn rate_policy(&self, settings: &serde_json::Map<String, serde_json::Value>) -> RatePolicy;
 

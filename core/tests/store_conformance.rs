@@ -107,6 +107,7 @@ fn outbound(tenant: &str, bot: &str, chat: &str, t: &str) -> NewOutbound {
         reply_to: None,
         idempotency: None,
         reply_window: None,
+        chat_kind: None,
     }
 }
 

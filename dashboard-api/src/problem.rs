@@ -100,6 +100,12 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => ApiError::conflict(m),
             StoreError::Invalid(m) => ApiError::unprocessable(m),
             StoreError::Closed => ApiError::unavailable("the gateway is shutting down"),
+            StoreError::Unavailable(e) => {
+                tracing::error!(error = %e, "store unavailable");
+                let mut err = ApiError::unavailable("the store is unavailable; retry shortly");
+                err.retry_after = Some(1);
+                err
+            }
             other => {
                 tracing::error!(error = %other, "store error");
                 ApiError::internal()

@@ -167,6 +167,9 @@ impl Control for GatewayControl {
                 ))
             })?;
         new.reply_window = factory.reply_window(&new.content);
+        if let switchboard_core::store::Recipient::Chat(chat) = &new.to {
+            new.chat_kind = Some(factory.chat_kind(chat));
+        }
         Ok(self.store.enqueue(new).await?)
     }
 

@@ -61,7 +61,9 @@ async fn run_in(listen: SocketAddr, dir: &std::path::Path) -> anyhow::Result<()>
         .await
         .context("starting the simulator")?;
     sim.add_bot(BOT_TOKEN, "switchboard_demo_bot");
-    let wa = WhatsAppSim::start(WhatsAppConfig::default()).await.context("starting the WhatsApp simulator")?;
+    let wa = WhatsAppSim::start(WhatsAppConfig::default())
+        .await
+        .context("starting the WhatsApp simulator")?;
     wa.add_phone_number(PhoneNumber {
         phone_number_id: WA_PHONE_ID.into(),
         display_phone_number: "15550001111".into(),
@@ -192,7 +194,9 @@ async fn simulated_users(sim: TelegramSim, wa: WhatsAppSim) {
         n += 1;
         if on_whatsapp {
             let from = format!("2547000{}", user.0);
-            if let Err(e) = wa.try_user_message(WA_PHONE_ID, WaUserMessage::text(&from, user.1, line)) {
+            if let Err(e) =
+                wa.try_user_message(WA_PHONE_ID, WaUserMessage::text(&from, user.1, line))
+            {
                 tracing::warn!(error = %e, n, "demo traffic: the WhatsApp simulator refused a user message");
             }
             continue;
@@ -244,6 +248,7 @@ async fn echo_replies(
             reply_to: Some(id.into()),
             idempotency: None,
             reply_window: None,
+            chat_kind: None,
         };
         if let Err(e) = control.submit(reply, SendOptions::default()).await {
             tracing::warn!(error = %e.detail, "demo echo not queued");

@@ -174,6 +174,19 @@ impl Outbox {
         self.queue(bot_id).live.send_replace(None);
     }
 
+    fn detach_if_current(&self, bot_id: &str, live: &Live) {
+        let q = self.queue(bot_id);
+        q.live.send_if_modified(|current| {
+            let same = current
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(&c.connector, &live.connector));
+            if same {
+                *current = None;
+            }
+            same
+        });
+    }
+
     /// Messages waiting or in flight for a bot.
     pub fn depth_of(&self, bot_id: &str) -> usize {
         let q = self.queue(bot_id);
@@ -321,12 +334,16 @@ impl Outbox {
             ];
             metrics::histogram!(switchboard_core::metrics::SEND_SECONDS, &labels)
                 .record(started.elapsed().as_secs_f64());
-            let recorded = match result {
+            let next = match result {
                 Ok(receipt) => {
                     self.inner.counters.add(bot, Count::Sent, 1);
-                    match store.mark_sent(&id, &receipt.external_id).await {
-                        Ok(_) => return Done::Finished,
-                        Err(e) => Err(e),
+                    let external_id = receipt.external_id;
+                    match self
+                        .persist(&id, || store.mark_sent(&id, &external_id))
+                        .await
+                    {
+                        true => Some(Done::Finished),
+                        false => Some(Done::Stopping),
                     }
                 }
                 Err(err) => {
@@ -334,17 +351,31 @@ impl Outbox {
                         .await
                 }
             };
-            match recorded {
-                Ok(Some(done)) => return done,
-                Ok(None) => continue,
+            if let Some(done) = next {
+                return done;
+            }
+        }
+    }
+
+    /// Writes a send's outcome, retrying while the store refuses (a busy database): the
+    /// conversation's queue does not move on until the outcome is committed. False when
+    /// shutdown began first (the row stays in the outbox and is resent after a restart).
+    async fn persist<F, Fut>(&self, id: &str, write: F) -> bool
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<switchboard_core::model::Message, StoreError>>,
+    {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match write().await {
+                // Cancelled or deleted meanwhile: nothing left to record.
+                Ok(_) | Err(StoreError::Conflict(_) | StoreError::NotFound) => return true,
                 Err(e) => {
-                    // The store refused the status write; the row stays in the outbox and is
-                    // retried after a restart at the latest. Never drop it silently.
-                    tracing::error!(bot, message = %id, error = %e, "outbox: cannot record the send result");
-                    if !self.sleep(Duration::from_secs(1)).await {
-                        return Done::Stopping;
+                    tracing::error!(message = %id, error = %e, "outbox: cannot record a send outcome; retrying");
+                    if !self.sleep(wait).await {
+                        return false;
                     }
-                    return Done::Finished;
+                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -359,9 +390,10 @@ impl Outbox {
         id: &str,
         attempts: u32,
         err: ConnectorError,
-    ) -> Result<Option<Done>, StoreError> {
+    ) -> Option<Done> {
         let store = &self.inner.store;
         let recorded: MessageError = err.to_message_error();
+        let stopping = Some(Done::Stopping);
         match &err {
             ConnectorError::RateLimited {
                 retry_after,
@@ -373,16 +405,26 @@ impl Outbox {
                     .unwrap_or_else(|| live.pacer.default_retry_after())
                     .max(Duration::from_millis(50));
                 live.pacer.penalize(key, wait, *whole_bot);
-                store.mark_retry(id, recorded, false).await?;
-                Ok(None)
+                if !self
+                    .persist(id, || store.mark_retry(id, recorded.clone(), false))
+                    .await
+                {
+                    return stopping;
+                }
+                None
             }
             ConnectorError::Transient { .. } if attempts < self.inner.config.max_attempts => {
                 self.inner.counters.add(bot, Count::Retry, 1);
-                store.mark_retry(id, recorded, true).await?;
+                if !self
+                    .persist(id, || store.mark_retry(id, recorded.clone(), true))
+                    .await
+                {
+                    return stopping;
+                }
                 if self.sleep(self.backoff(attempts)).await {
-                    Ok(None)
+                    None
                 } else {
-                    Ok(Some(Done::Stopping))
+                    stopping
                 }
             }
             ConnectorError::Transient { .. } | ConnectorError::Permanent { .. } => {
@@ -392,15 +434,27 @@ impl Outbox {
                     recorded.message =
                         format!("{} (gave up after {attempts} attempts)", recorded.message);
                 }
-                store.mark_failed(id, recorded).await?;
-                Ok(Some(Done::Finished))
+                if !self
+                    .persist(id, || store.mark_failed(id, recorded.clone()))
+                    .await
+                {
+                    return stopping;
+                }
+                Some(Done::Finished)
             }
             ConnectorError::Auth { .. } | ConnectorError::Config(_) => {
-                // Hold the queue now: nothing more goes out with rejected credentials.
-                self.detach(bot);
-                store.mark_retry(id, recorded, false).await?;
+                // Hold the queue now: nothing more goes out with rejected credentials. Only if
+                // this send went through the current connector: a run that replaced it (new
+                // credentials) must not be held by an answer to the old one.
+                self.detach_if_current(bot, live);
+                if !self
+                    .persist(id, || store.mark_retry(id, recorded.clone(), false))
+                    .await
+                {
+                    return stopping;
+                }
                 (live.on_fatal)(err);
-                Ok(None)
+                None
             }
         }
     }

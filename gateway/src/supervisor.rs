@@ -48,6 +48,9 @@ struct Inner {
     inbound: Arc<dyn InboundSink>,
     cursors: Arc<dyn CursorStore>,
     tasks: Mutex<HashMap<String, Running>>,
+    /// One lifecycle operation at a time per bot (start, stop, reconcile), so two
+    /// concurrent requests can never leave two runs of one bot.
+    lifecycle: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     live: RwLock<HashMap<String, Arc<dyn Connector>>>,
 }
 
@@ -89,6 +92,7 @@ impl Supervisor {
                 inbound,
                 cursors,
                 tasks: Mutex::new(HashMap::new()),
+                lifecycle: std::sync::Mutex::new(HashMap::new()),
                 live: RwLock::new(HashMap::new()),
             }),
         }
@@ -104,27 +108,47 @@ impl Supervisor {
             .cloned()
     }
 
+    /// The lifecycle lock of one bot.
+    async fn lock_bot(&self, bot_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .inner
+            .lifecycle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(bot_id.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
     /// Brings every stored bot to its wanted state: enabled bots run (restarted if their
     /// settings or credentials changed), disabled or deleted bots stop.
     pub async fn reconcile_all(&self) -> Result<(), StoreError> {
         let bots = self.inner.store.all_bots().await?;
         let ids: Vec<String> = bots.iter().map(|b| b.id.clone()).collect();
         for bot in bots {
+            let _turn = self.lock_bot(&bot.id).await;
             self.reconcile_bot(bot).await?;
         }
         let running: Vec<String> = self.inner.tasks.lock().await.keys().cloned().collect();
         for id in running.into_iter().filter(|id| !ids.contains(id)) {
-            self.stop_task(&id).await;
+            let _turn = self.lock_bot(&id).await;
+            self.stop_run(&id).await;
         }
         Ok(())
     }
 
     /// Reconciles one bot after it was created or changed.
     pub async fn reconcile(&self, bot_id: &str) -> Result<(), StoreError> {
+        let _turn = self.lock_bot(bot_id).await;
+        self.reconcile_locked(bot_id).await
+    }
+
+    async fn reconcile_locked(&self, bot_id: &str) -> Result<(), StoreError> {
         match self.inner.store.get_bot(&Scope::All, bot_id).await {
             Ok(bot) => self.reconcile_bot(bot).await,
             Err(StoreError::NotFound) => {
-                self.stop_task(bot_id).await;
+                self.stop_run(bot_id).await;
                 Ok(())
             }
             Err(e) => Err(e),
@@ -150,7 +174,7 @@ impl Supervisor {
             .counters
             .seed(&bot.id, bot.platform, Default::default());
         if !bot.enabled {
-            self.stop_task(&bot.id).await;
+            self.stop_run(&bot.id).await;
             if bot.state != BotState::Stopped {
                 self.set_state(&bot.id, BotState::Stopped, Some("disabled".into()), None)
                     .await;
@@ -167,7 +191,7 @@ impl Supervisor {
                 return Ok(());
             }
         }
-        self.stop_task(&bot.id).await;
+        self.stop_run(&bot.id).await;
         self.spawn(&bot.id, fingerprint).await;
         Ok(())
     }
@@ -180,7 +204,7 @@ impl Supervisor {
         let id = bot_id.to_string();
         let c = cancel.clone();
         let task = tokio::spawn(async move { this.run_bot(id, c).await });
-        self.inner.tasks.lock().await.insert(
+        let previous = self.inner.tasks.lock().await.insert(
             bot_id.to_string(),
             Running {
                 cancel,
@@ -188,18 +212,25 @@ impl Supervisor {
                 fingerprint,
             },
         );
+        // Callers stop the previous run first; never leave one behind regardless.
+        if let Some(old) = previous {
+            old.cancel.cancel();
+            let _ = old.task.await;
+        }
     }
 
     /// Starts a bot (and remembers that it should run).
     pub async fn start(&self, bot_id: &str) -> Result<(), StoreError> {
+        let _turn = self.lock_bot(bot_id).await;
         self.inner.store.set_bot_enabled(bot_id, true).await?;
-        self.reconcile(bot_id).await
+        self.reconcile_locked(bot_id).await
     }
 
     /// Stops a bot (and remembers that it should not run).
     pub async fn stop(&self, bot_id: &str) -> Result<(), StoreError> {
+        let _turn = self.lock_bot(bot_id).await;
         self.inner.store.set_bot_enabled(bot_id, false).await?;
-        self.stop_task(bot_id).await;
+        self.stop_run(bot_id).await;
         self.set_state(
             bot_id,
             BotState::Stopped,
@@ -212,13 +243,20 @@ impl Supervisor {
 
     /// Stops and starts a bot, resetting its backoff.
     pub async fn restart(&self, bot_id: &str) -> Result<(), StoreError> {
+        let _turn = self.lock_bot(bot_id).await;
         self.inner.store.set_bot_enabled(bot_id, true).await?;
-        self.stop_task(bot_id).await;
-        self.reconcile(bot_id).await
+        self.stop_run(bot_id).await;
+        self.reconcile_locked(bot_id).await
     }
 
     /// Stops a bot's task and waits for it (its in-flight work ends cleanly).
     pub async fn stop_task(&self, bot_id: &str) {
+        let _turn = self.lock_bot(bot_id).await;
+        self.stop_run(bot_id).await;
+    }
+
+    /// `stop_task` with the bot's lifecycle lock already held.
+    async fn stop_run(&self, bot_id: &str) {
         let running = self.inner.tasks.lock().await.remove(bot_id);
         if let Some(r) = running {
             r.cancel.cancel();
@@ -309,7 +347,10 @@ impl Supervisor {
         let mut policy: RatePolicy = factory.rate_policy(&bot.settings);
         if let Some(overrides) = bot.settings.get("rate_limit").and_then(|v| v.as_object()) {
             policy = policy.with_overrides(overrides).map_err(|errs| {
-                let errs: Vec<(String, String)> = errs.into_iter().map(|(k, m)| (format!("rate_limit.{k}"), m)).collect();
+                let errs: Vec<(String, String)> = errs
+                    .into_iter()
+                    .map(|(k, m)| (format!("rate_limit.{k}"), m))
+                    .collect();
                 ConnectorError::config(&errs)
             })?;
         }

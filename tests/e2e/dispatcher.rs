@@ -79,6 +79,7 @@ async fn messages_left_sending_by_a_killed_process_are_sent_at_start_up() {
             reply_to: None,
             idempotency: None,
             reply_window: None,
+            chat_kind: None,
         };
         let in_flight = store
             .enqueue(enqueue("in flight"))

@@ -242,3 +242,40 @@ token = "literal-b-token"
     assert_eq!(t.world.runs("cfg-b").len(), b_runs);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_starts_and_restarts_leave_exactly_one_run() {
+    let t = TestGateway::start(Options::default()).await;
+    t.create_bot(ACME_KEY, "busy", json!({})).await;
+    t.wait_state(ACME_KEY, "busy", "running", Duration::from_secs(5))
+        .await;
+    let calls: Vec<_> = (0..10)
+        .map(|i| {
+            let http = t.http.clone();
+            let url = t.url(if i % 2 == 0 {
+                "/v1/bots/busy/start"
+            } else {
+                "/v1/bots/busy/restart"
+            });
+            tokio::spawn(async move {
+                http.post(url)
+                    .bearer_auth(ACME_KEY)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), 200);
+    }
+    t.wait_state(ACME_KEY, "busy", "running", Duration::from_secs(5))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(t.world.active_runs("busy"), 1, "one connector run per bot");
+    t.post(ACME_KEY, "/v1/bots/busy/stop", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(t.world.active_runs("busy"), 0, "stop stops every run");
+    t.stop().await;
+}

@@ -41,6 +41,8 @@ pub struct Sent {
 #[derive(Default)]
 pub struct FakeWorld {
     pub runs: Mutex<HashMap<String, Vec<Instant>>>,
+    /// Runs that started and have not returned yet, per bot.
+    pub active: Mutex<HashMap<String, i64>>,
     pub sent: Mutex<Vec<Sent>>,
     pub attempts: Mutex<Vec<(String, Instant)>>,
     script: Mutex<HashMap<String, VecDeque<SendOutcome>>>,
@@ -76,6 +78,10 @@ impl FakeWorld {
             .get(bot)
             .cloned()
             .unwrap_or_default()
+    }
+
+    pub fn active_runs(&self, bot: &str) -> i64 {
+        self.active.lock().unwrap().get(bot).copied().unwrap_or(0)
     }
 
     pub fn sent_to(&self, bot: &str) -> Vec<Sent> {
@@ -208,7 +214,21 @@ impl Connector for FakeConnector {
             )));
         }
         ctx.health.running();
+        *self
+            .world
+            .active
+            .lock()
+            .unwrap()
+            .entry(self.bot_id.clone())
+            .or_default() += 1;
         ctx.cancel.cancelled().await;
+        *self
+            .world
+            .active
+            .lock()
+            .unwrap()
+            .entry(self.bot_id.clone())
+            .or_default() -= 1;
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use switchboard_core::connector::*;
 use switchboard_core::error::ConnectorError;
-use switchboard_core::model::{Bot, Content, Platform};
+use switchboard_core::model::{Bot, Content, ConversationKind, Platform};
 use switchboard_core::rate::{Rate, RatePolicy};
 use switchboard_core::secret::Secret;
 use teloxide_core::Bot as TgBot;
@@ -244,6 +244,15 @@ impl ConnectorFactory for TelegramFactory {
         }
     }
 
+    /// Telegram's group, supergroup and channel ids are negative; users' are positive.
+    fn chat_kind(&self, chat_id: &str) -> ConversationKind {
+        if chat_id.starts_with('-') {
+            ConversationKind::Group
+        } else {
+            ConversationKind::Direct
+        }
+    }
+
     fn rate_policy(&self, _settings: &Map<String, Value>) -> RatePolicy {
         RatePolicy {
             per_bot: Some(Rate {
@@ -279,6 +288,7 @@ impl ConnectorFactory for TelegramFactory {
             token,
             webhook_secret: credentials.get("webhook_secret").cloned(),
             settings: s,
+            split: crate::SplitProgress::default(),
         }))
     }
 }
@@ -289,6 +299,7 @@ pub struct TelegramConnector {
     token: Secret,
     webhook_secret: Option<Secret>,
     settings: Settings,
+    split: crate::SplitProgress,
 }
 
 #[async_trait]
@@ -301,7 +312,7 @@ impl Connector for TelegramConnector {
     }
 
     async fn send(&self, request: &OutboundRequest) -> Result<SendReceipt, ConnectorError> {
-        outbound::send(&self.api, request).await
+        outbound::send(&self.api, &self.split, request).await
     }
 
     async fn probe(&self) -> Result<(), ConnectorError> {

@@ -174,6 +174,7 @@ fn input_file(
 /// Sends one message; a long text goes out as several, the receipt names the first.
 pub async fn send(
     api: &teloxide_core::Bot,
+    progress: &crate::SplitProgress,
     request: &OutboundRequest,
 ) -> Result<SendReceipt, ConnectorError> {
     let chat = recipient(&request.chat.external_chat_id);
@@ -184,18 +185,17 @@ pub async fn send(
         .map(|id| ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
     let sent: Message = match &request.message.content {
         Content::Text { text } => {
-            let mut first: Option<Message> = None;
-            for (i, part) in crate::split_text(text, MAX_TEXT).into_iter().enumerate() {
-                let mut r = api.send_message(chat.clone(), part);
-                if i == 0
-                    && let Some(rp) = reply.clone()
-                {
-                    r = r.reply_parameters(rp);
-                }
-                let m = r.await.map_err(classify)?;
-                first.get_or_insert(m);
-            }
-            first.ok_or_else(|| ConnectorError::permanent("empty text"))?
+            let parts = crate::split_text(text, MAX_TEXT);
+            let external_id = progress
+                .send(&request.message.id, parts, |part, first| {
+                    let mut r = api.send_message(chat.clone(), part);
+                    if first && let Some(rp) = reply.clone() {
+                        r = r.reply_parameters(rp);
+                    }
+                    async move { r.await.map(|m| m.id.0.to_string()).map_err(classify) }
+                })
+                .await?;
+            return Ok(SendReceipt { external_id });
         }
         Content::Media {
             kind,

@@ -307,7 +307,7 @@ pub fn normalize(payload: &Payload, phone_number_id: &str) -> Vec<InboundEvent> 
                     title: name.clone(),
                 },
                 sender: Some(SenderRef {
-                    external_id: from.clone(),
+                    external_id: format!("+{from}"),
                     name,
                     phone: Some(format!("+{from}")),
                 }),

@@ -257,6 +257,7 @@ impl ConnectorFactory for WhatsAppFactory {
             app_secret: get("app_secret")?,
             verify_token: get("verify_token")?,
             settings: s,
+            split: crate::SplitProgress::default(),
         }))
     }
 }
@@ -268,6 +269,7 @@ pub struct WhatsAppConnector {
     app_secret: Secret,
     verify_token: Secret,
     settings: Settings,
+    split: crate::SplitProgress,
 }
 
 impl std::fmt::Debug for WhatsAppConnector {

@@ -209,23 +209,23 @@ impl WhatsAppConnector {
     ) -> Result<SendReceipt, ConnectorError> {
         let to = &request.chat.external_chat_id;
         let reply = request.reply_to_external_id.as_deref();
-        let parts: Vec<Content> = match &request.message.content {
-            Content::Text { text } => crate::split_text(text, MAX_TEXT)
-                .into_iter()
-                .map(|t| Content::Text { text: t })
-                .collect(),
-            other => vec![other.clone()],
+        let external_id = match &request.message.content {
+            Content::Text { text } => {
+                let parts = crate::split_text(text, MAX_TEXT);
+                self.split
+                    .send(&request.message.id, parts, |part, first| async move {
+                        let b = body(
+                            to,
+                            &Content::Text { text: part },
+                            if first { reply } else { None },
+                        )?;
+                        self.post_message(&b).await
+                    })
+                    .await?
+            }
+            other => self.post_message(&body(to, other, reply)?).await?,
         };
-        let mut first = None;
-        for (i, part) in parts.iter().enumerate() {
-            let id = self
-                .post_message(&body(to, part, if i == 0 { reply } else { None })?)
-                .await?;
-            first.get_or_insert(id);
-        }
-        first
-            .map(|external_id| SendReceipt { external_id })
-            .ok_or_else(|| ConnectorError::permanent("nothing to send"))
+        Ok(SendReceipt { external_id })
     }
 
     /// Media metadata (`GET /{media_id}`), then the bytes from Meta's short-lived URL, both

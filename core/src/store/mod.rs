@@ -130,6 +130,8 @@ pub struct NewOutbound {
     /// The platform's customer-service window: free-form messages are refused when the
     /// contact last wrote longer ago than this (`None`: no window, or a template).
     pub reply_window: Option<std::time::Duration>,
+    /// What a new conversation opened by `Recipient::Chat` is (default direct).
+    pub chat_kind: Option<ConversationKind>,
 }
 
 #[derive(Debug, Clone)]

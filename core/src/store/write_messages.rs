@@ -464,7 +464,8 @@ pub(super) async fn enqueue(
     if bot.tenant != new.tenant {
         return Err(StoreError::NotFound);
     }
-    let (conversation, contact_id) = resolve_recipient(tx, &bot, &new.to, ev).await?;
+    let (conversation, contact_id) =
+        resolve_recipient(tx, &bot, &new.to, new.chat_kind, ev).await?;
     if let Some(window) = new.reply_window {
         let cutoff = Utc::now() - chrono::Duration::from_std(window).unwrap_or_default();
         match conversation.last_inbound_at {
@@ -573,12 +574,24 @@ async fn direct_conversation(
     contact_id: Option<String>,
     ev: &mut Vec<PendingEvent>,
 ) -> Result<Conversation, StoreError> {
+    open_conversation(tx, bot, chat, ConversationKind::Direct, contact_id, ev).await
+}
+
+/// The bot's conversation in `chat`, opened (as `kind`) if the bot never talked there.
+async fn open_conversation(
+    tx: &mut Conn,
+    bot: &Bot,
+    chat: &str,
+    kind: ConversationKind,
+    contact_id: Option<String>,
+    ev: &mut Vec<PendingEvent>,
+) -> Result<Conversation, StoreError> {
     if let Some(c) = find_conversation(tx, &bot.id, chat).await? {
         return Ok(c);
     }
     let chat = ChatRef {
         external_chat_id: chat.to_string(),
-        kind: ConversationKind::Direct,
+        kind,
         title: None,
     };
     create_conversation(tx, bot, &chat, contact_id, ev).await
@@ -611,6 +624,7 @@ pub(super) async fn resolve_recipient(
     tx: &mut Conn,
     bot: &Bot,
     to: &Recipient,
+    chat_kind: Option<ConversationKind>,
     ev: &mut Vec<PendingEvent>,
 ) -> Result<(Conversation, Option<String>), StoreError> {
     match to {
@@ -634,7 +648,8 @@ pub(super) async fn resolve_recipient(
             Ok((c, contact))
         }
         Recipient::Chat(chat) => {
-            let c = direct_conversation(tx, bot, chat, None, ev).await?;
+            let kind = chat_kind.unwrap_or(ConversationKind::Direct);
+            let c = open_conversation(tx, bot, chat, kind, None, ev).await?;
             let contact = c.contact_id.clone();
             Ok((c, contact))
         }

@@ -207,7 +207,7 @@ async fn commit_batch(pool: &AnyPool, dialect: Dialect, batch: &mut Vec<Job>, an
             tracing::error!(error = %e, jobs = size, "store batch failed to commit");
             let msg = e.to_string();
             for job in batch.drain(..) {
-                let _ = job.reply.send(Err(StoreError::Invalid(format!(
+                let _ = job.reply.send(Err(StoreError::Unavailable(format!(
                     "write not committed: {msg}"
                 ))));
             }

@@ -128,11 +128,16 @@ pub async fn create(
     req.content.validate().map_err(ApiError::unprocessable)?;
     let to = recipient(&req.to)?;
     // The bot decides the tenant for the admin token; an API key only reaches its own bots.
-    let bot = s
-        .store
-        .get_bot(&caller.scope, &req.bot_id)
-        .await
-        .map_err(|_| ApiError::unprocessable(format!("bot_id: no bot {:?}", req.bot_id)))?;
+    let bot = match s.store.get_bot(&caller.scope, &req.bot_id).await {
+        Ok(b) => b,
+        Err(switchboard_core::StoreError::NotFound) => {
+            return Err(ApiError::unprocessable(format!(
+                "bot_id: no bot {:?}",
+                req.bot_id
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let options = switchboard_core::connector::SendOptions {
         allow_split: req.allow_split.unwrap_or(true),
     };
@@ -147,6 +152,7 @@ pub async fn create(
                 reply_to: req.reply_to,
                 idempotency,
                 reply_window: None,
+                chat_kind: None,
             },
             options,
         )
