@@ -8,14 +8,22 @@ use std::sync::Arc;
 
 use switchboard_core::connector::ConnectorRegistry;
 
+mod fetch;
 pub mod telegram;
 mod text;
 pub mod whatsapp;
 
-/// Every connector of this build.
+pub use fetch::{ConnectorOptions, fetch_media};
+
+/// Every connector of this build, with the default options.
 pub fn registry() -> ConnectorRegistry {
+    registry_with(ConnectorOptions::default())
+}
+
+/// Every connector of this build, with the operator's options.
+pub fn registry_with(options: ConnectorOptions) -> ConnectorRegistry {
     let mut r = ConnectorRegistry::new();
-    r.register(Arc::new(telegram::TelegramFactory::new()));
+    r.register(Arc::new(telegram::TelegramFactory::with_options(options)));
     r.register(Arc::new(whatsapp::WhatsAppFactory::new()));
     r
 }

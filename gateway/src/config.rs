@@ -70,6 +70,8 @@ pub struct SecurityConfig {
     /// Keys of earlier rotations, still accepted for reading.
     pub previous_master_keys: Vec<Secret>,
     pub admin_token: Option<Secret>,
+    /// Let connectors fetch media URLs on loopback and private networks (SSRF guard off).
+    pub allow_private_media_urls: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -644,7 +646,12 @@ impl Reader<'_> {
             .table(
                 root,
                 "security",
-                &["master_key", "previous_master_keys", "admin_token"],
+                &[
+                    "master_key",
+                    "previous_master_keys",
+                    "admin_token",
+                    "allow_private_media_urls",
+                ],
             )
             .cloned();
         let t = t.as_ref();
@@ -688,6 +695,7 @@ impl Reader<'_> {
             master_key,
             previous_master_keys: previous,
             admin_token,
+            allow_private_media_urls: self.bool(t, "security", "allow_private_media_urls", false),
         }
     }
 

@@ -114,7 +114,12 @@ async fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let mut gateway = match Gateway::start(c, switchboard_connectors::registry()).await {
+    let registry =
+        switchboard_connectors::registry_with(switchboard_connectors::ConnectorOptions {
+            allow_private_media: c.security.allow_private_media_urls,
+            ..Default::default()
+        });
+    let mut gateway = match Gateway::start(c, registry).await {
         Ok(g) => g,
         Err(e) => {
             eprintln!("switchboard: cannot start: {e:#}");

@@ -429,12 +429,11 @@ impl Supervisor {
             Err(e) => return Ended::Retry(e.to_string()),
         };
         let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<ConnectorError>();
-        let health = Arc::new(Health {
-            store: self.inner.store.clone(),
-            counters: self.inner.counters.clone(),
-            bot_id: bot_id.to_string(),
-            active: Arc::new(AtomicBool::new(true)),
-        });
+        let health = Health::new(
+            self.inner.store.clone(),
+            self.inner.counters.clone(),
+            bot_id.to_string(),
+        );
         let run_cancel = cancel.child_token();
         let ctx = RunContext {
             bot: bot.clone(),
@@ -561,28 +560,37 @@ async fn set_state(
     }
 }
 
-/// A running connector's health reports, recorded as bot states while its run lasts.
+/// A running connector's health reports, recorded as bot states in the order they were
+/// made, and only while its run lasts (late reports never overwrite the supervisor's state).
 struct Health {
-    store: Arc<Store>,
-    counters: Arc<Counters>,
-    bot_id: String,
-    /// False once the run ended: late reports must not overwrite the supervisor's state.
+    reports: mpsc::UnboundedSender<(BotState, Option<String>)>,
+    /// False once the run ended.
     active: Arc<AtomicBool>,
 }
 
 impl Health {
-    fn report(&self, state: BotState, reason: Option<String>) {
-        let (store, counters, id) = (
-            self.store.clone(),
-            self.counters.clone(),
-            self.bot_id.clone(),
-        );
-        let active = self.active.clone();
+    /// The reporter and the task that records its reports one after another.
+    fn new(store: Arc<Store>, counters: Arc<Counters>, bot_id: String) -> Arc<Health> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(BotState, Option<String>)>();
+        let active = Arc::new(AtomicBool::new(true));
+        let still = active.clone();
         tokio::spawn(async move {
-            if active.load(Ordering::SeqCst) {
-                set_state(&store, &counters, &id, state, reason.clone(), reason).await;
+            while let Some((state, reason)) = rx.recv().await {
+                if still.load(Ordering::SeqCst) {
+                    set_state(&store, &counters, &bot_id, state, reason.clone(), reason).await;
+                }
             }
         });
+        Arc::new(Health {
+            reports: tx,
+            active,
+        })
+    }
+
+    fn report(&self, state: BotState, reason: Option<String>) {
+        if self.active.load(Ordering::SeqCst) {
+            let _ = self.reports.send((state, reason));
+        }
     }
 }
 

@@ -488,3 +488,42 @@ async fn media_edits_and_joins_are_normalized_and_media_is_proxied() {
     }
     t.stop().await;
 }
+
+#[tokio::test]
+async fn with_upload_media_the_gateway_fetches_the_url_and_uploads_the_bytes() {
+    // A media server only the gateway can reach (Telegram could not fetch a private URL).
+    let app = axum_lite::router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let media = format!("http://{}/cat.png", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum_lite::serve(listener, app).await });
+    let (sim, t) = setup("polling", TelegramConfig::default(), "upload_media = true").await;
+    sim.user_message(TOKEN, user(3001, "send me a cat"));
+    inbound(&t, 1).await;
+    let id = send(
+        &t,
+        json!({"bot_id": "tg", "to": {"chat_id": "3001"},
+        "content": {"type": "media", "kind": "image", "url": media, "caption": "cat"}}),
+    )
+    .await;
+    t.wait_message(ACME_KEY, &id, "sent", Duration::from_secs(10))
+        .await;
+    let sent = sim.sent(TOKEN);
+    assert_eq!(sent[0].method, "sendphoto");
+    assert_eq!(sent[0].media.as_deref(), Some("upload:cat.png"), "{sent:?}");
+    t.stop().await;
+}
+
+/// A one-route HTTP server for media files.
+mod axum_lite {
+    pub fn router() -> axum::Router {
+        axum::Router::new().route(
+            "/cat.png",
+            axum::routing::get(|| async {
+                ([("content-type", "image/png")], b"\x89PNG cat".to_vec())
+            }),
+        )
+    }
+    pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router) {
+        let _ = axum::serve(listener, app).await;
+    }
+}

@@ -350,7 +350,11 @@ impl TestGateway {
 
 fn registry(world: &Arc<FakeWorld>, real: bool) -> ConnectorRegistry {
     if real {
-        return switchboard_connectors::registry();
+        // The simulators and test media servers live on 127.0.0.1.
+        return switchboard_connectors::registry_with(switchboard_connectors::ConnectorOptions {
+            allow_private_media: true,
+            ..Default::default()
+        });
     }
     let mut registry = ConnectorRegistry::new();
     registry.register(world.factory());

@@ -2,7 +2,9 @@
 //!
 //! Settings: `mode` (`polling`, default, or `webhook`), `api_base` (default
 //! `https://api.telegram.org`), `poll_timeout_s` (long-poll seconds, default 25),
-//! `webhook_url` (default `{server.public_url}/webhooks/telegram/{bot_id}`), `allowed_updates`.
+//! `webhook_url` (default `{server.public_url}/webhooks/telegram/{bot_id}`), `allowed_updates`,
+//! `upload_media` (fetch media URLs here and upload the bytes, for URLs Telegram cannot reach;
+//! guarded against SSRF).
 //! Credentials: `token`; `webhook_secret` in webhook mode.
 //!
 //! Policy: 30/s per bot, 1/s per chat, 20/min per group chat, spread evenly (no bursts), so the
@@ -42,11 +44,19 @@ const ALLOWED_UPDATES: &[&str] = &[
 #[derive(Default)]
 pub struct TelegramFactory {
     client: OnceLock<reqwest012::Client>,
+    options: crate::ConnectorOptions,
 }
 
 impl TelegramFactory {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn with_options(options: crate::ConnectorOptions) -> Self {
+        TelegramFactory {
+            client: OnceLock::new(),
+            options,
+        }
     }
 
     fn client(&self) -> reqwest012::Client {
@@ -74,6 +84,8 @@ struct Settings {
     poll_timeout_s: u64,
     webhook_url: Option<String>,
     allowed_updates: Vec<String>,
+    /// Fetch media URLs ourselves and upload the bytes (for URLs Telegram cannot reach).
+    upload_media: bool,
 }
 
 fn settings(map: &Map<String, Value>) -> Result<Settings, Vec<(String, String)>> {
@@ -143,6 +155,17 @@ fn settings(map: &Map<String, Value>) -> Result<Settings, Vec<(String, String)>>
             Vec::new()
         }
     };
+    let upload_media = match map.get("upload_media") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => {
+            problems.push((
+                "upload_media".into(),
+                format!("must be true or false, got {v}"),
+            ));
+            false
+        }
+    };
     if problems.is_empty() {
         Ok(Settings {
             mode,
@@ -150,6 +173,7 @@ fn settings(map: &Map<String, Value>) -> Result<Settings, Vec<(String, String)>>
             poll_timeout_s,
             webhook_url,
             allowed_updates,
+            upload_media,
         })
     } else {
         Err(problems)
@@ -289,6 +313,7 @@ impl ConnectorFactory for TelegramFactory {
             webhook_secret: credentials.get("webhook_secret").cloned(),
             settings: s,
             split: crate::SplitProgress::default(),
+            options: self.options.clone(),
         }))
     }
 }
@@ -300,6 +325,7 @@ pub struct TelegramConnector {
     webhook_secret: Option<Secret>,
     settings: Settings,
     split: crate::SplitProgress,
+    options: crate::ConnectorOptions,
 }
 
 #[async_trait]
@@ -312,7 +338,8 @@ impl Connector for TelegramConnector {
     }
 
     async fn send(&self, request: &OutboundRequest) -> Result<SendReceipt, ConnectorError> {
-        outbound::send(&self.api, &self.split, request).await
+        let upload = self.settings.upload_media.then_some(&self.options);
+        outbound::send(&self.api, &self.split, upload, request).await
     }
 
     async fn probe(&self) -> Result<(), ConnectorError> {

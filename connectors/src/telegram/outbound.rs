@@ -175,6 +175,7 @@ fn input_file(
 pub async fn send(
     api: &teloxide_core::Bot,
     progress: &crate::SplitProgress,
+    upload: Option<&crate::ConnectorOptions>,
     request: &OutboundRequest,
 ) -> Result<SendReceipt, ConnectorError> {
     let chat = recipient(&request.chat.external_chat_id);
@@ -205,7 +206,14 @@ pub async fn send(
             filename,
             ..
         } => {
-            let file = input_file(url, file_id, filename)?;
+            let file = match (upload, url) {
+                (Some(options), Some(u)) => {
+                    let fetched = crate::fetch_media(u, options).await?;
+                    let name = filename.clone().unwrap_or(fetched.file_name);
+                    InputFile::memory(fetched.bytes).file_name(name)
+                }
+                _ => input_file(url, file_id, filename)?,
+            };
             macro_rules! media {
                 ($call:expr) => {{
                     let mut r = $call;
