@@ -79,6 +79,7 @@ async fn setup(
 [server]
 listen = "{listen}"
 public_url = "http://{listen}"
+tenant_rate_limit = "none"
 [storage]
 url = "env:BENCH_STORE"
 [security]
@@ -416,6 +417,7 @@ pub async fn whatsapp(
         r#"
 [server]
 listen = "127.0.0.1:0"
+tenant_rate_limit = "none"
 [storage]
 url = "sqlite://{db}"
 [security]

@@ -81,7 +81,8 @@ impl Rate {
         Ok(Rate { count, per, burst })
     }
 
-    fn quota(&self) -> Quota {
+    /// The rate as a governor quota.
+    pub fn quota(&self) -> Quota {
         let period = self.per / self.count;
         let burst = NonZeroU32::new(self.burst.max(1)).unwrap_or(NonZeroU32::MIN);
         Quota::with_period(period.max(Duration::from_nanos(1)))

@@ -25,6 +25,8 @@ pub struct Authenticator {
     store: Arc<Store>,
     admin_token: Option<Secret>,
     cache: Mutex<HashMap<String, (String, Instant)>>,
+    /// Requests per tenant key (the admin token is not limited).
+    limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
 }
 
 impl Authenticator {
@@ -33,6 +35,34 @@ impl Authenticator {
             store,
             admin_token,
             cache: Mutex::new(HashMap::new()),
+            limiter: None,
+        }
+    }
+
+    /// Limits each tenant's API requests to `rate` (429 with Retry-After beyond).
+    pub fn with_tenant_rate(mut self, rate: switchboard_core::rate::Rate) -> Self {
+        self.limiter = Some(governor::RateLimiter::keyed(rate.quota()));
+        self
+    }
+
+    /// Refuses the request when the tenant is over its rate.
+    fn admit(&self, caller: &Caller) -> Result<(), ApiError> {
+        let (Some(limiter), Scope::Tenant(t), false) = (&self.limiter, &caller.scope, caller.admin)
+        else {
+            return Ok(());
+        };
+        match limiter.check_key(t) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                use governor::clock::{Clock, DefaultClock};
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let mut e = ApiError::new(
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    "too many requests for this tenant; retry after the Retry-After seconds",
+                );
+                e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+                Err(e)
+            }
         }
     }
 
@@ -202,7 +232,9 @@ impl FromRequestParts<ApiState> for Caller {
             .headers
             .get(TENANT_HEADER)
             .and_then(|v| v.to_str().ok());
-        state.auth.authenticate(token, tenant).await
+        let caller = state.auth.authenticate(token, tenant).await?;
+        state.auth.admit(&caller)?;
+        Ok(caller)
     }
 }
 

@@ -141,6 +141,8 @@ impl Gateway {
         let control = Arc::new(GatewayControl {
             store: store.clone(),
             supervisor: supervisor.clone(),
+            outbox: outbox.clone(),
+            max_queued_per_bot: config.outbox.max_queued_per_bot,
             registry,
             cipher,
             counters: counters.clone(),
@@ -174,10 +176,11 @@ impl Gateway {
         supervisor.reconcile_all().await?;
 
         let closing = CancellationToken::new();
-        let auth = Arc::new(Authenticator::new(
-            store.clone(),
-            config.security.admin_token.clone(),
-        ));
+        let mut auth = Authenticator::new(store.clone(), config.security.admin_token.clone());
+        if let Some(rate) = config.server.tenant_rate_limit {
+            auth = auth.with_tenant_rate(rate);
+        }
+        let auth = Arc::new(auth);
         let api = switchboard_dashboard_api::router(ApiState {
             store: store.clone(),
             control: control.clone(),

@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// How long shutdown waits for in-flight sends.
     pub shutdown_grace_ms: u64,
+    /// API requests per tenant key (`none` for no limit).
+    pub tenant_rate_limit: Option<switchboard_core::rate::Rate>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +91,8 @@ pub struct OutboxConfig {
     pub retry_max_ms: u64,
     pub send_timeout_ms: u64,
     pub max_in_flight_per_bot: usize,
+    /// Messages a bot's outbox may hold before new sends get 429.
+    pub max_queued_per_bot: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -501,6 +505,7 @@ impl Reader<'_> {
                     "retry_max_ms",
                     "send_timeout_ms",
                     "max_in_flight_per_bot",
+                    "max_queued_per_bot",
                 ],
             )
             .cloned();
@@ -511,6 +516,8 @@ impl Reader<'_> {
             retry_max_ms: self.int(o, "outbox", "retry_max_ms", 60_000, 1, 86_400_000),
             send_timeout_ms: self.int(o, "outbox", "send_timeout_ms", 30_000, 100, 600_000),
             max_in_flight_per_bot: self.int(o, "outbox", "max_in_flight_per_bot", 64, 1, 10_000)
+                as usize,
+            max_queued_per_bot: self.int(o, "outbox", "max_queued_per_bot", 100_000, 1, 100_000_000)
                 as usize,
         };
         let f = self
@@ -574,6 +581,7 @@ impl Reader<'_> {
                     "public_url",
                     "body_limit_bytes",
                     "shutdown_grace_ms",
+                    "tenant_rate_limit",
                 ],
             )
             .cloned();
@@ -603,6 +611,17 @@ impl Reader<'_> {
             body_limit_bytes: self.int(t, "server", "body_limit_bytes", 1 << 20, 1024, 64 << 20)
                 as usize,
             shutdown_grace_ms: self.int(t, "server", "shutdown_grace_ms", 10_000, 0, 600_000),
+            tenant_rate_limit: match self.string(t, "server", "tenant_rate_limit").as_deref() {
+                Some("none") => None,
+                Some(r) => match switchboard_core::rate::Rate::parse(r) {
+                    Ok(rate) => Some(rate),
+                    Err(e) => {
+                        self.problem("server.tenant_rate_limit", e);
+                        None
+                    }
+                },
+                None => switchboard_core::rate::Rate::parse("100/s burst 200").ok(),
+            },
         }
     }
 

@@ -24,6 +24,9 @@ use crate::supervisor::Supervisor;
 pub struct GatewayControl {
     pub store: Arc<Store>,
     pub supervisor: Supervisor,
+    pub outbox: crate::outbox::Outbox,
+    /// Messages a bot's outbox may hold before new sends get 429.
+    pub max_queued_per_bot: usize,
     pub registry: ConnectorRegistry,
     pub cipher: Option<Cipher>,
     pub counters: Arc<Counters>,
@@ -166,6 +169,18 @@ impl Control for GatewayControl {
                     bot.platform
                 ))
             })?;
+        let depth = self.outbox.depth_of(&bot.id);
+        if depth >= self.max_queued_per_bot {
+            let mut e = ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "bot {:?} has {depth} messages waiting to be sent; retry later",
+                    bot.id
+                ),
+            );
+            e.retry_after = Some(5);
+            return Err(e);
+        }
         new.reply_window = factory.reply_window(&new.content);
         if let switchboard_core::store::Recipient::Chat(chat) = &new.to {
             new.chat_kind = Some(factory.chat_kind(chat));

@@ -340,3 +340,66 @@ async fn messages_and_conversations_are_listed_with_cursors() {
     assert_eq!(s, 400);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_tenant_over_its_api_rate_gets_429_with_retry_after() {
+    let t = TestGateway::start(Options {
+        env: vec![(
+            "SWITCHBOARD_SERVER__TENANT_RATE_LIMIT".into(),
+            "1/min burst 3".into(),
+        )],
+        ..Default::default()
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(t.get(ACME_KEY, "/v1/bots").await.0, 200);
+    }
+    let r = t
+        .http
+        .get(t.url("/v1/bots"))
+        .bearer_auth(ACME_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    // Other tenants and the operator are not slowed by Acme's traffic.
+    assert_eq!(t.get(GLOBEX_KEY, "/v1/bots").await.0, 200);
+    assert_eq!(t.get(ADMIN_TOKEN, "/v1/bots").await.0, 200);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_outbox_answers_429_instead_of_growing_without_bound() {
+    let t = TestGateway::start(Options {
+        env: vec![("SWITCHBOARD_OUTBOX__MAX_QUEUED_PER_BOT".into(), "2".into())],
+        ..Default::default()
+    })
+    .await;
+    t.create_bot(ACME_KEY, "slow", json!({})).await;
+    t.wait_state(
+        ACME_KEY,
+        "slow",
+        "running",
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    t.world
+        .set_send_delay("slow", std::time::Duration::from_secs(2));
+    let body =
+        json!({"bot_id": "slow", "to": {"chat_id": "1"}, "content": {"type": "text", "text": "x"}});
+    assert_eq!(t.post(ACME_KEY, "/v1/messages", body.clone()).await.0, 202);
+    assert_eq!(t.post(ACME_KEY, "/v1/messages", body.clone()).await.0, 202);
+    let (s, p) = t.post(ACME_KEY, "/v1/messages", body).await;
+    assert_eq!(s, 429, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("waiting"), "{p}");
+    t.stop().await;
+}

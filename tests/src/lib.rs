@@ -187,6 +187,7 @@ fn base_toml(server: &str, extra_toml: &str) -> String {
 [server]
 {server}
 shutdown_grace_ms = 3000
+tenant_rate_limit = "none"
 
 [storage]
 url = "env:TEST_STORAGE_URL"
