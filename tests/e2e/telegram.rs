@@ -421,6 +421,12 @@ async fn a_revoked_token_fails_the_bot_without_a_retry_loop() {
         "no retries after a rejected token"
     );
     t.stop().await;
+    // The token never reaches the logs, even in the errors about it being rejected.
+    let secret_part = TOKEN.split(':').nth(1).unwrap();
+    assert!(
+        !captured_logs().contains(secret_part),
+        "a log line carries the bot token"
+    );
 }
 
 #[tokio::test]
@@ -526,4 +532,25 @@ mod axum_lite {
     pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router) {
         let _ = axum::serve(listener, app).await;
     }
+}
+
+#[tokio::test]
+async fn sending_to_a_group_chat_id_opens_a_group_conversation_paced_as_a_group() {
+    let (sim, t) = setup("polling", TelegramConfig::default(), "").await;
+    sim.add_chat(TOKEN, -100_777, ChatType::Supergroup, Some("Crew"));
+    let id = send(&t, json!({"bot_id": "tg", "to": {"chat_id": "-100777"}, "content": {"type": "text", "text": "hello crew"}})).await;
+    let m = t
+        .wait_message(ACME_KEY, &id, "sent", Duration::from_secs(10))
+        .await;
+    let (_, c) = t
+        .get(
+            ACME_KEY,
+            &format!(
+                "/v1/conversations/{}",
+                m["conversation_id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert_eq!(c["kind"], "group");
+    t.stop().await;
 }
