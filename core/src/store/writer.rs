@@ -220,6 +220,18 @@ async fn commit_batch(pool: &AnyPool, dialect: Dialect, batch: &mut Vec<Job>, an
 
 type BatchResult = (Vec<Result<Output, StoreError>>, Vec<Arc<Event>>);
 
+/// Rows per multi-row event insert (6 parameters each, far below both backends' limits).
+const EVENTS_PER_INSERT: usize = 200;
+
+/// What the jobs of one batch share.
+#[derive(Default)]
+struct BatchCtx {
+    /// Bots loaded by ingest jobs (id, tenant and platform do not change within a batch).
+    bots: HashMap<String, Bot>,
+    /// Bots that received events: their last_seen_at is updated once at the end.
+    seen_bots: std::collections::BTreeSet<String>,
+}
+
 async fn apply_batch(
     pool: &AnyPool,
     dialect: Dialect,
@@ -230,38 +242,27 @@ async fn apply_batch(
     let mut seqs: HashMap<String, (i64, i64)> = HashMap::new(); // tenant -> (first, current)
     let mut results = Vec::with_capacity(batch.len());
     let mut published = Vec::new();
+    let mut ctx = BatchCtx::default();
     for job in batch {
         sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
         let mut pending = Vec::new();
-        let result = apply(&mut tx, dialect, &job.op, &mut pending).await;
+        let result = apply(&mut tx, dialect, &job.op, &mut pending, &mut ctx).await;
         match result {
             Ok(out) => {
                 sqlx::query("RELEASE SAVEPOINT job")
                     .execute(&mut *tx)
                     .await?;
+                // Sequence numbers only for jobs that succeeded: no gaps.
                 for p in pending {
                     let seq = next_seq(&mut tx, &mut seqs, &p.tenant).await?;
-                    let at = Utc::now();
-                    let event = Event {
+                    published.push(Arc::new(Event {
                         seq,
                         kind: p.kind.to_string(),
                         tenant: p.tenant,
-                        at,
+                        at: Utc::now(),
                         bot_id: p.bot_id,
                         data: p.data,
-                    };
-                    sqlx::query(
-                        "INSERT INTO events (tenant_id, seq, type, bot_id, at, data) VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(&event.tenant)
-                    .bind(event.seq)
-                    .bind(&event.kind)
-                    .bind(&event.bot_id)
-                    .bind(to_micros(at))
-                    .bind(event.data.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-                    published.push(Arc::new(event));
+                    }));
                 }
                 results.push(Ok(out));
             }
@@ -275,6 +276,33 @@ async fn apply_batch(
                 results.push(Err(e));
             }
         }
+    }
+    // The batch's events in a few multi-row inserts instead of one statement each.
+    for chunk in published.chunks(EVENTS_PER_INSERT) {
+        let mut q = super::sql::Sql::new(
+            "INSERT INTO events (tenant_id, seq, type, bot_id, at, data) VALUES ",
+        );
+        for (i, e) in chunk.iter().enumerate() {
+            q.push(if i == 0 { "(" } else { ", (" });
+            q.bind(e.tenant.clone()).push(", ");
+            q.bind(e.seq).push(", ");
+            q.bind(e.kind.clone()).push(", ");
+            q.bind(e.bot_id.clone()).push(", ");
+            q.bind(to_micros(e.at)).push(", ");
+            q.bind(e.data.to_string()).push(")");
+        }
+        sqlx::query_with::<sqlx::any::Any, _>(sqlx::AssertSqlSafe(q.text), q.args)
+            .execute(&mut *tx)
+            .await?;
+    }
+    // Bots that received something: one last_seen_at update each per batch.
+    let now = now_micros();
+    for bot in &ctx.seen_bots {
+        sqlx::query("UPDATE bots SET last_seen_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(bot)
+            .execute(&mut *tx)
+            .await?;
     }
     for (tenant, (first, current)) in &seqs {
         if current != first {
@@ -316,8 +344,18 @@ async fn apply(
     dialect: Dialect,
     op: &Op,
     ev: &mut Vec<PendingEvent>,
+    ctx: &mut BatchCtx,
 ) -> Result<Output, StoreError> {
     let _ = dialect;
+    match op {
+        Op::DeleteBot { id, .. } => {
+            ctx.bots.remove(id);
+        }
+        Op::UpsertBot(b) => {
+            ctx.bots.remove(&b.id);
+        }
+        _ => {}
+    }
     match op {
         Op::UpsertTenant {
             id,
@@ -479,12 +517,15 @@ async fn apply(
             Ok(Output::Bot(Box::new(bot)))
         }
         Op::Ingest { bot_id, events } => {
-            let bot = load_bot(tx, bot_id).await?;
-            sqlx::query("UPDATE bots SET last_seen_at = $1 WHERE id = $2")
-                .bind(now_micros())
-                .bind(bot_id)
-                .execute(&mut *tx)
-                .await?;
+            let bot = match ctx.bots.get(bot_id) {
+                Some(b) => b.clone(),
+                None => {
+                    let b = load_bot(tx, bot_id).await?;
+                    ctx.bots.insert(bot_id.clone(), b.clone());
+                    b
+                }
+            };
+            ctx.seen_bots.insert(bot_id.clone());
             let mut outcomes = Vec::with_capacity(events.len());
             for e in events {
                 let outcome = match e {
