@@ -6,7 +6,8 @@
 //! Telegram, under `/_sim/telegram/`: `POST bots {token, username}`, `POST messages {token,
 //! chat_id, from_id, text?, ...}` → `{update_id}`, `POST edits`, `POST buttons`, `POST block`,
 //! `POST revoke {token}`, `GET sent?token=`, `GET webhook?token=`.
-//! WhatsApp, under `/_sim/whatsapp/`: see `whatsapp::control`.
+//! WhatsApp, under `/_sim/whatsapp/`: see `whatsapp::control`. Discord, under `/_sim/discord/`:
+//! see `discord::control`.
 //! Control calls are neither recorded in the request log nor subject to faults.
 
 use std::sync::Arc;

@@ -10,6 +10,7 @@
 //!   buckets, and the server that can drop connections on purpose.
 //! - [`control`]: the JSON control API under `/_sim/` for callers outside Rust.
 //! - [`telegram`]: the Telegram Bot API ([`TelegramSim`]).
+//! - [`discord`]: Discord's REST API and gateway ([`DiscordSim`]).
 //! - [`whatsapp`]: the WhatsApp Cloud API on Meta's Graph ([`WhatsAppSim`]).
 //!
 //! ```no_run
@@ -23,10 +24,12 @@
 //! ```
 
 pub mod control;
+pub mod discord;
 pub mod framework;
 pub mod telegram;
 pub mod whatsapp;
 
+pub use discord::{DcSent, DiscordConfig, DiscordSim, DiscordSimError, InteractionReply};
 pub use framework::rate::Rate;
 pub use framework::{Counters, Faults, RecordedRequest};
 pub use telegram::{

@@ -2,14 +2,18 @@
 //!
 //! `switchboard-sim --listen 127.0.0.1:9000 [--bot TOKEN=USERNAME]...
 //! [--whatsapp-listen 127.0.0.1:9001] [--whatsapp-phone ID=TOKEN:APP_SECRET[:WEBHOOK_URL]]...
-//! [--no-rate-limits]` serves the Telegram Bot API simulator and the WhatsApp Cloud API
-//! simulator, each with the control API (`/_sim/...`) on its own port, and prints their base
-//! URLs on stdout: Telegram's on the first line, WhatsApp's on the second.
+//! [--discord-listen 127.0.0.1:9002] [--discord-bot TOKEN=USERNAME]... [--no-rate-limits]`
+//! serves the Telegram Bot API, WhatsApp Cloud API and Discord simulators, each with the
+//! control API (`/_sim/...`) on its own port, and prints their base URLs on stdout:
+//! Telegram's on the first line, WhatsApp's on the second, Discord's on the third.
 
 use std::net::SocketAddr;
 
 use clap::Parser;
-use switchboard_sim::{PhoneNumber, TelegramConfig, TelegramSim, WhatsAppConfig, WhatsAppSim};
+use switchboard_sim::{
+    DiscordConfig, DiscordSim, PhoneNumber, TelegramConfig, TelegramSim, WhatsAppConfig,
+    WhatsAppSim,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +34,12 @@ struct Args {
     /// ID=TOKEN:APP_SECRET[:WEBHOOK_URL] (repeatable).
     #[arg(long = "whatsapp-phone", value_parser = parse_phone)]
     phones: Vec<PhoneNumber>,
+    /// Address the Discord simulator (REST and gateway) listens on.
+    #[arg(long, default_value = "127.0.0.1:9002")]
+    discord_listen: SocketAddr,
+    /// A Discord bot to create at start-up, as TOKEN=USERNAME (repeatable).
+    #[arg(long = "discord-bot", value_parser = parse_bot)]
+    discord_bots: Vec<(String, String)>,
     /// Disable the platforms' rate limits (for benchmarks of the gateway itself).
     #[arg(long)]
     no_rate_limits: bool,
@@ -85,11 +95,24 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(phone_number_id = %phone.phone_number_id, "WhatsApp phone number added");
         whatsapp.add_phone_number(phone);
     }
+    let discord_config = if args.no_rate_limits {
+        DiscordConfig::unlimited()
+    } else {
+        DiscordConfig::default()
+    };
+    let discord = DiscordSim::start_on(args.discord_listen, discord_config).await?;
+    for (token, username) in &args.discord_bots {
+        let id = discord.add_bot(token, username);
+        tracing::info!(bot = %username, id, "Discord bot added");
+    }
     println!("{}", telegram.base_url());
     println!("{}", whatsapp.base_url());
+    println!("{}", discord.base_url());
     tracing::info!(base_url = %telegram.base_url(), "Telegram Bot API simulator ready; control API under /_sim/");
     tracing::info!(base_url = %whatsapp.base_url(), "WhatsApp Cloud API simulator ready; control API under /_sim/whatsapp/");
+    tracing::info!(base_url = %discord.base_url(), "Discord simulator ready (REST under /api/v10, gateway at /); control API under /_sim/discord/");
     tokio::signal::ctrl_c().await?;
+    discord.shutdown();
     telegram.shutdown();
     whatsapp.shutdown();
     Ok(())

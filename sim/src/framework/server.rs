@@ -4,6 +4,8 @@
 //! each connection carries a [`ConnectionHandle`]: the `drop_rate` fault cancels it, the
 //! connection future is dropped and the socket closes without an answer, which is what a
 //! client sees when a platform's front end dies mid-request.
+//! Connections allow HTTP upgrades, so a platform can serve WebSockets (Discord's gateway) on
+//! the same port; an upgraded socket belongs to its handler, which closes it itself.
 //!
 //! [`gate`] is the middleware every platform router wears: it records each request in the
 //! [`SimCore`] log, counts its status, and applies the current [`Faults`](super::Faults) to the
@@ -74,7 +76,8 @@ async fn accept_loop(listener: TcpListener, router: Router, shutdown: Cancellati
             });
             let serving = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             tokio::select! {
                 result = serving => {
                     if let Err(error) = result {
