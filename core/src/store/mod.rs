@@ -14,7 +14,9 @@ mod reads;
 pub mod rows;
 mod sql;
 mod write_admin;
+mod write_inbound;
 mod write_messages;
+mod write_outbound;
 mod writer;
 
 use std::sync::Arc;

@@ -581,4 +581,6 @@ async fn apply(
 }
 
 use super::write_admin::*;
-use super::write_messages::*;
+use super::write_inbound::*;
+use super::write_messages::{message_event, save_message, set_status};
+use super::write_outbound::*;
