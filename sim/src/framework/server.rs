@@ -44,6 +44,19 @@ impl ConnectionHandle {
 }
 
 /// Serves `router` on `listener` (in a background task) until `shutdown` is cancelled.
+/// Binds `addr` and returns the listener with the address clients should use (an
+/// unspecified bind address is reported as 127.0.0.1).
+pub async fn bind(
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(TcpListener, std::net::SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let mut addr = listener.local_addr()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Ok((listener, addr))
+}
+
 pub fn serve_listener(listener: TcpListener, router: Router, shutdown: CancellationToken) {
     tokio::spawn(accept_loop(listener, router, shutdown));
 }

@@ -118,11 +118,7 @@ impl WhatsAppSim {
 
     /// Starts the simulator on `addr`.
     pub async fn start_on(addr: SocketAddr, config: WhatsAppConfig) -> anyhow::Result<WhatsAppSim> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let mut addr = listener.local_addr()?;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(Ipv4Addr::LOCALHOST.into());
-        }
+        let (listener, addr) = crate::framework::server::bind(addr).await?;
         let sim = WhatsAppSim {
             inner: Arc::new(Inner {
                 config,
