@@ -17,6 +17,16 @@ struct Cells {
     rate_limited: AtomicU64,
 }
 
+impl Cells {
+    fn platform_label(&self) -> &'static str {
+        self.platform
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|p| p.as_str())
+            .unwrap_or("unknown")
+    }
+}
+
 /// Counters of every bot.
 #[derive(Default)]
 pub struct Counters {
@@ -62,12 +72,7 @@ impl Counters {
     }
 
     pub fn platform(&self, bot: &str) -> &'static str {
-        self.cells(bot)
-            .platform
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .map(|p| p.as_str())
-            .unwrap_or("unknown")
+        self.cells(bot).platform_label()
     }
 
     pub fn add(&self, bot: &str, what: Count, n: u64) {
@@ -77,7 +82,7 @@ impl Counters {
         let c = self.cells(bot);
         let labels = [
             ("bot", bot.to_string()),
-            ("platform", self.platform(bot).to_string()),
+            ("platform", c.platform_label().to_string()),
         ];
         let name = match what {
             Count::Sent => {

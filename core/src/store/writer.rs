@@ -227,7 +227,7 @@ const EVENTS_PER_INSERT: usize = 200;
 #[derive(Default)]
 struct BatchCtx {
     /// Bots loaded by ingest jobs (id, tenant and platform do not change within a batch).
-    bots: HashMap<String, Bot>,
+    bots: HashMap<String, Arc<Bot>>,
     /// Bots that received events: their last_seen_at is updated once at the end.
     seen_bots: std::collections::BTreeSet<String>,
 }
@@ -520,7 +520,7 @@ async fn apply(
             let bot = match ctx.bots.get(bot_id) {
                 Some(b) => b.clone(),
                 None => {
-                    let b = load_bot(tx, bot_id).await?;
+                    let b = Arc::new(load_bot(tx, bot_id).await?);
                     ctx.bots.insert(bot_id.clone(), b.clone());
                     b
                 }

@@ -47,10 +47,7 @@ pub async fn list(
         .store
         .list_conversations(&caller.scope, &filter, &p.page()?)
         .await?;
-    Ok(Json(List {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(page.into()))
 }
 
 #[utoipa::path(get, path = "/v1/conversations/{id}", tag = "conversations",
@@ -81,8 +78,5 @@ pub async fn messages(
         .store
         .list_messages(&caller.scope, &filter, &p.page()?)
         .await?;
-    Ok(Json(List {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(page.into()))
 }

@@ -214,10 +214,7 @@ pub async fn list(
         .store
         .list_messages(&caller.scope, &filter, &p.page()?)
         .await?;
-    Ok(Json(List {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(page.into()))
 }
 
 /// One message with its status history and error.

@@ -21,6 +21,15 @@ pub struct List<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> From<switchboard_core::store::Page<T>> for List<T> {
+    fn from(page: switchboard_core::store::Page<T>) -> Self {
+        List {
+            items: page.items,
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
 pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/healthz", get(health::healthz))
