@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use switchboard_core::connector::ConnectorRegistry;
 
+pub mod discord;
 mod fetch;
 pub mod telegram;
 mod text;
@@ -23,8 +24,11 @@ pub fn registry() -> ConnectorRegistry {
 /// Every connector of this build, with the operator's options.
 pub fn registry_with(options: ConnectorOptions) -> ConnectorRegistry {
     let mut r = ConnectorRegistry::new();
-    r.register(Arc::new(telegram::TelegramFactory::with_options(options)));
+    r.register(Arc::new(telegram::TelegramFactory::with_options(
+        options.clone(),
+    )));
     r.register(Arc::new(whatsapp::WhatsAppFactory::new()));
+    r.register(Arc::new(discord::DiscordFactory::new(options)));
     r
 }
 
