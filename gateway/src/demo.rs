@@ -1,5 +1,6 @@
 //! `switchboard demo`: the gateway on a throwaway SQLite store, embedded platform simulators,
-//! a demo tenant with an API key, a Telegram and a WhatsApp demo bot, simulated users writing
+//! a demo tenant with an API key, a Telegram, a WhatsApp and a Discord demo bot, simulated
+//! users writing
 //! in and an echo reply from the bots, so a newcomer sees conversations and the live feed at
 //! once.
 
@@ -15,6 +16,7 @@ use switchboard_core::secret::{Cipher, generate_api_key};
 use switchboard_core::store::{NewOutbound, Recipient};
 use switchboard_dashboard_api::Control;
 use switchboard_sim::telegram::{ChatType, TelegramConfig, TelegramSim, UserMessage};
+use switchboard_sim::discord::{DiscordConfig, DiscordSim};
 use switchboard_sim::whatsapp::{PhoneNumber, WaUserMessage, WhatsAppConfig, WhatsAppSim};
 
 use crate::Gateway;
@@ -27,6 +29,10 @@ const WA_BOT: &str = "demo-whatsapp";
 const WA_PHONE_ID: &str = "106540352242922";
 const WA_TOKEN: &str = "demo-whatsapp-access-token";
 const WA_APP_SECRET: &str = "demo-whatsapp-app-secret";
+const DC_BOT: &str = "demo-discord";
+const DC_TOKEN: &str = "ODk5MDAw.demo-discord-bot-token";
+const DC_GUILD: &str = "900000000000000001";
+const DC_CHANNEL: &str = "900000000000000010";
 
 const USERS: &[(i64, &str)] = &[
     (1001, "Amina"),
@@ -73,6 +79,15 @@ async fn run_in(listen: SocketAddr, dir: &std::path::Path) -> anyhow::Result<()>
         callback_url: None,
         verified_name: "Demo Ltd".into(),
     });
+    let dc = DiscordSim::start(DiscordConfig::default())
+        .await
+        .context("starting the Discord simulator")?;
+    dc.add_bot(DC_TOKEN, "switchboard-demo");
+    dc.add_guild_channel(DC_GUILD, DC_CHANNEL, "support");
+    for (id, name) in USERS {
+        dc.add_dm_channel(&discord_dm(*id), name);
+    }
+    let dc_key = dc.public_key(DC_TOKEN).unwrap_or_default();
     let api_key = generate_api_key();
     let admin_token = format!("sbadm_{}", generate_api_key().trim_start_matches("sk_"));
     let env: HashMap<String, String> = [
@@ -82,6 +97,7 @@ async fn run_in(listen: SocketAddr, dir: &std::path::Path) -> anyhow::Result<()>
         ("DEMO_BOT_TOKEN", BOT_TOKEN.to_string()),
         ("DEMO_WA_TOKEN", WA_TOKEN.to_string()),
         ("DEMO_WA_APP_SECRET", WA_APP_SECRET.to_string()),
+        ("DEMO_DC_TOKEN", DC_TOKEN.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -117,10 +133,18 @@ access_token = "env:DEMO_WA_TOKEN"
 app_secret = "env:DEMO_WA_APP_SECRET"
 verify_token = "demo-verify-token"
 api_base = "{wa}"
+[[bots]]
+id = "{DC_BOT}"
+tenant = "{TENANT}"
+platform = "discord"
+token = "env:DEMO_DC_TOKEN"
+application_public_key = "{dc_key}"
+api_base = "{dc}"
 "#,
         db = dir.join("demo.db").display(),
         sim = sim.base_url(),
         wa = wa.base_url(),
+        dc = dc.base_url(),
     );
     let registry = switchboard_connectors::registry();
     let config = config::parse(&toml, dir, &env, &registry).map_err(|problems| {
@@ -136,6 +160,10 @@ api_base = "{wa}"
     let gateway = Gateway::start(config, registry).await?;
     let base = format!("http://{}", gateway.addr);
     wa.set_callback(WA_PHONE_ID, &format!("{base}/webhooks/whatsapp/{WA_BOT}"));
+    dc.set_interactions_endpoint(
+        DC_TOKEN,
+        &format!("{base}/webhooks/discord/{DC_BOT}/interactions"),
+    );
     println!(
         r#"
 Switchboard demo is running.
@@ -145,8 +173,10 @@ Switchboard demo is running.
   Admin token     {admin_token}
   Simulators      {sim}             (Telegram Bot API; control API under /_sim)
                   {wa}             (WhatsApp Cloud API; control API under /_sim)
+                  {dc}             (Discord REST + gateway; control API under /_sim)
 
-Simulated users write to the bots "{BOT}" and "{WA_BOT}" every few seconds; the bots echo.
+Simulated users write to the bots "{BOT}", "{WA_BOT}" and "{DC_BOT}" every few seconds; the
+bots echo.
 Try:
   curl -s -H 'Authorization: Bearer {api_key}' {base}/v1/conversations
   curl -s -H 'Authorization: Bearer {api_key}' '{base}/v1/messages?limit=5'
@@ -159,9 +189,10 @@ Ctrl-C stops it (the demo's data lives in a temporary directory and is removed).
 "#,
         sim = sim.base_url(),
         wa = wa.base_url(),
+        dc = dc.base_url(),
         ws = base.replace("http://", "ws://"),
     );
-    let traffic = tokio::spawn(simulated_users(sim.clone(), wa.clone()));
+    let traffic = tokio::spawn(simulated_users(sim.clone(), wa.clone(), dc.clone()));
     let echo = tokio::spawn(echo_replies(
         gateway.store.subscribe(),
         gateway.control.clone(),
@@ -172,27 +203,45 @@ Ctrl-C stops it (the demo's data lives in a temporary directory and is removed).
     gateway.shutdown().await;
     sim.shutdown();
     wa.shutdown();
+    dc.shutdown();
     Ok(())
 }
 
 /// Users (and now and then a group) writing to the bot at a gentle pace.
-async fn simulated_users(sim: TelegramSim, wa: WhatsAppSim) {
+/// The DM channel of a demo user with the Discord bot.
+fn discord_dm(user: i64) -> String {
+    format!("9100000000000{user}")
+}
+
+async fn simulated_users(sim: TelegramSim, wa: WhatsAppSim, dc: DiscordSim) {
     sim.add_chat(BOT_TOKEN, GROUP.0, ChatType::Supergroup, Some(GROUP.1));
     let mut n = 0usize;
     loop {
-        let (pause, user, line, in_group, on_whatsapp) = {
+        let (pause, user, line, in_group, platform) = {
             let mut rng = rand::rng();
             (
                 rng.random_range(1500..4000),
                 USERS[rng.random_range(0..USERS.len())],
                 LINES[rng.random_range(0..LINES.len())],
                 rng.random_range(0..5) == 0,
-                rng.random_range(0..2) == 0,
+                rng.random_range(0..3),
             )
         };
         tokio::time::sleep(Duration::from_millis(pause)).await;
         n += 1;
-        if on_whatsapp {
+        if platform == 2 {
+            let author = format!("9200000000000{}", user.0);
+            let channel = if in_group {
+                DC_CHANNEL.to_string()
+            } else {
+                discord_dm(user.0)
+            };
+            if let Err(e) = dc.try_user_message(&channel, &author, user.1, line, None) {
+                tracing::warn!(error = %e, n, "demo traffic: the Discord simulator refused a user message");
+            }
+            continue;
+        }
+        if platform == 1 {
             let from = format!("2547000{}", user.0);
             if let Err(e) =
                 wa.try_user_message(WA_PHONE_ID, WaUserMessage::text(&from, user.1, line))
@@ -225,7 +274,7 @@ async fn echo_replies(
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(_) => return,
         };
-        let Some(bot) = e.bot_id.as_deref().filter(|b| *b == BOT || *b == WA_BOT) else {
+        let Some(bot) = e.bot_id.as_deref().filter(|b| [BOT, WA_BOT, DC_BOT].contains(b)) else {
             continue;
         };
         if e.kind != event_type::MESSAGE_RECEIVED {
