@@ -3,10 +3,12 @@
 //!
 //!     switchboard-bench pacing-telegram [--messages 3000 --chats 300 --scale 1]
 //!     switchboard-bench ingest-telegram [--updates 20000 --concurrency 64 --store sqlite|postgres]
+//!     switchboard-bench pacing-discord [--messages 2000 --channels 100 --global 45]
 //!     switchboard-bench whatsapp [--posts 2000 --batch 10 --recipients 2000 --throughput 80]
 //!
 //! The gateway and the simulator run in this process (the CPU column is the whole process).
 
+mod discord;
 mod scenarios;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +31,16 @@ enum Scenario {
         /// Multiplies every limit, on the simulator and in the bot's policy alike.
         #[arg(long, default_value_t = 1)]
         scale: u32,
+    },
+    /// Outbound pacing against the Discord simulator's global and per-channel limits.
+    PacingDiscord {
+        #[arg(long, default_value_t = 2000)]
+        messages: usize,
+        #[arg(long, default_value_t = 100)]
+        channels: usize,
+        /// The bot's `rate_limit.per_bot` (default: the connector's 45/s).
+        #[arg(long)]
+        global: Option<u32>,
     },
     /// WhatsApp: signed webhook batches ingested durably (vs a bare handler), then template
     /// sends to distinct recipients at the number's throughput.
@@ -64,6 +76,11 @@ async fn main() -> anyhow::Result<()> {
             chats,
             scale,
         } => scenarios::pacing_telegram(messages, chats, scale).await,
+        Scenario::PacingDiscord {
+            messages,
+            channels,
+            global,
+        } => discord::pacing_discord(messages, channels, global).await,
         Scenario::IngestTelegram {
             updates,
             concurrency,

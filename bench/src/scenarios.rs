@@ -15,7 +15,7 @@ const TOKEN: &str = "424242:bench-token";
 const SECRET: &str = "bench_secret";
 
 /// Process CPU seconds (user + system) so far.
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit(')')
@@ -33,7 +33,7 @@ fn cpu_seconds() -> f64 {
 }
 
 /// Peak resident set size of this process, MiB.
-fn peak_rss_mib() -> f64 {
+pub(crate) fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()

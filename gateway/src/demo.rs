@@ -15,8 +15,8 @@ use switchboard_core::model::{Content, event_type};
 use switchboard_core::secret::{Cipher, generate_api_key};
 use switchboard_core::store::{NewOutbound, Recipient};
 use switchboard_dashboard_api::Control;
-use switchboard_sim::telegram::{ChatType, TelegramConfig, TelegramSim, UserMessage};
 use switchboard_sim::discord::{DiscordConfig, DiscordSim};
+use switchboard_sim::telegram::{ChatType, TelegramConfig, TelegramSim, UserMessage};
 use switchboard_sim::whatsapp::{PhoneNumber, WaUserMessage, WhatsAppConfig, WhatsAppSim};
 
 use crate::Gateway;
@@ -274,7 +274,11 @@ async fn echo_replies(
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(_) => return,
         };
-        let Some(bot) = e.bot_id.as_deref().filter(|b| [BOT, WA_BOT, DC_BOT].contains(b)) else {
+        let Some(bot) = e
+            .bot_id
+            .as_deref()
+            .filter(|b| [BOT, WA_BOT, DC_BOT].contains(b))
+        else {
             continue;
         };
         if e.kind != event_type::MESSAGE_RECEIVED {

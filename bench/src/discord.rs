@@ -1,0 +1,199 @@
+//! Discord outbound pacing: messages spread over channels at Discord's default limits (the
+//! simulator's 50/s global and 5 per 5 s per channel, announced only through the
+//! `X-RateLimit-*` headers), against the fastest schedule those limits allow.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::json;
+use switchboard_core::secret::Cipher;
+use switchboard_gateway::{Gateway, config};
+use switchboard_sim::discord::{DiscordConfig, DiscordSim};
+
+use crate::scenarios::{cpu_seconds, peak_rss_mib};
+
+const KEY: &str = "sk_bench_key_0123456789abcdefghij";
+const TOKEN: &str = "MTA5.bench-discord-token";
+const GUILD: &str = "300000000000000001";
+
+fn channel(i: usize) -> String {
+    format!("{}", 400_000_000_000_000_000u64 + i as u64)
+}
+
+async fn start(
+    sim: &DiscordSim,
+    dir: &std::path::Path,
+    global: Option<u32>,
+) -> anyhow::Result<Gateway> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let listen = probe.local_addr()?;
+    drop(probe);
+    let rate = global
+        .map(|g| format!("rate_limit = {{ per_bot = \"{g}/s\" }}"))
+        .unwrap_or_default();
+    let toml = format!(
+        r#"
+[server]
+listen = "{listen}"
+tenant_rate_limit = "none"
+[storage]
+url = "sqlite://{db}"
+[security]
+master_key = "env:BENCH_MASTER_KEY"
+[outbox]
+max_in_flight_per_bot = 256
+[[tenants]]
+id = "bench"
+api_keys = ["{KEY}"]
+[[bots]]
+id = "dc"
+tenant = "bench"
+platform = "discord"
+token = "{TOKEN}"
+api_base = "{base}"
+{rate}
+"#,
+        db = dir.join("bench.db").display(),
+        base = sim.base_url(),
+    );
+    let env: HashMap<String, String> = [("BENCH_MASTER_KEY".to_string(), Cipher::generate_key())]
+        .into_iter()
+        .collect();
+    let registry = switchboard_connectors::registry();
+    let config = config::parse(&toml, dir, &env, &registry).map_err(|p| {
+        anyhow::anyhow!(
+            "{}",
+            p.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    Ok(Gateway::start(config, registry).await?)
+}
+
+/// `messages` texts round-robin over `channels` channels.
+pub async fn pacing_discord(
+    messages: usize,
+    channels: usize,
+    global: Option<u32>,
+) -> anyhow::Result<()> {
+    let limits = DiscordConfig::default();
+    let sim = DiscordSim::start(limits.clone()).await?;
+    sim.add_bot(TOKEN, "bench");
+    for c in 0..channels {
+        sim.add_guild_channel(GUILD, &channel(c), &format!("room-{c}"));
+    }
+    let dir = tempfile::tempdir()?;
+    let gateway = start(&sim, dir.path(), global).await?;
+    let base = format!("http://{}", gateway.addr);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bot: serde_json::Value = http
+            .get(format!("{base}/v1/bots/dc"))
+            .bearer_auth(KEY)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if bot["state"] == "running" {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the Discord bot never ran: {bot}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cpu0 = cpu_seconds();
+    let started = Instant::now();
+    let accepted = futures::stream::iter(0..messages)
+        .map(|i| {
+            let http = http.clone();
+            let url = format!("{base}/v1/messages");
+            let body = json!({"bot_id": "dc", "to": {"chat_id": channel(i % channels)},
+                              "content": {"type": "text", "text": format!("m{i}")}});
+            async move {
+                http.post(url)
+                    .bearer_auth(KEY)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            }
+        })
+        .buffer_unordered(32)
+        .filter(|r| futures::future::ready(matches!(r, Ok(202))))
+        .count()
+        .await;
+    let accept_time = started.elapsed();
+    let sent_total = || {
+        (0..channels)
+            .map(|c| sim.sent(&channel(c)).len())
+            .sum::<usize>()
+    };
+    while sent_total() < messages {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(3600),
+            "gave up waiting after an hour"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    let cpu = cpu_seconds() - cpu0;
+    let mut all: Vec<Instant> = (0..channels)
+        .flat_map(|c| sim.sent(&channel(c)).into_iter().map(|s| s.at))
+        .collect();
+    all.sort();
+    let window = all
+        .last()
+        .unwrap()
+        .saturating_duration_since(all[0])
+        .as_secs_f64();
+    let sending_rate = (all.len() - 1) as f64 / window.max(1e-9);
+    // The fastest schedule: the global limit, or one channel's windows (5 per 5 s).
+    let per_channel = messages.div_ceil(channels);
+    let bucket = limits.channel_bucket;
+    let windows = per_channel
+        .div_ceil(bucket.count as usize)
+        .saturating_sub(1);
+    let minimum = (messages as f64 / limits.global_per_second as f64)
+        .max(windows as f64 * bucket.per.as_secs_f64());
+    let allowed = messages as f64 / minimum;
+    let counters = sim.counters();
+    println!(
+        "scenario: pacing-discord  messages={messages} channels={channels} bot per_bot={}",
+        global.map_or(
+            format!(
+                "{}/s (default)",
+                switchboard_connectors::discord::DEFAULT_GLOBAL_RATE
+            ),
+            |g| format!("{g}/s")
+        )
+    );
+    println!(
+        "limits (simulator): {}/s global, {} per {:?} per channel",
+        limits.global_per_second, bucket.count, bucket.per
+    );
+    println!(
+        "| accepted | accept time | delivered in | theoretical minimum | sending rate (first to last send) | allowed rate | sending/allowed | 429s | CPU s | peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {accepted} | {:.2} s | {:.2} s | {:.2} s | {:.1}/s | {:.1}/s | {:.1}% | {} | {:.1} | {:.0} |",
+        accept_time.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        minimum,
+        sending_rate,
+        allowed,
+        100.0 * sending_rate / allowed,
+        counters.responses_429,
+        cpu,
+        peak_rss_mib()
+    );
+    gateway.shutdown().await;
+    sim.shutdown();
+    Ok(())
+}
