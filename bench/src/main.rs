@@ -3,7 +3,7 @@
 //!
 //!     switchboard-bench pacing-telegram [--messages 3000 --chats 300 --scale 1]
 //!     switchboard-bench ingest-telegram [--updates 20000 --concurrency 64 --store sqlite|postgres]
-//!     switchboard-bench pacing-discord [--messages 2000 --channels 100 --global 45]
+//!     switchboard-bench pacing-discord [--messages 2000 --channels 100 --global 48]
 //!     switchboard-bench whatsapp [--posts 2000 --batch 10 --recipients 2000 --throughput 80]
 //!
 //! The gateway and the simulator run in this process (the CPU column is the whole process).
@@ -38,7 +38,7 @@ enum Scenario {
         messages: usize,
         #[arg(long, default_value_t = 100)]
         channels: usize,
-        /// The bot's `rate_limit.per_bot` (default: the connector's 45/s).
+        /// The bot's `rate_limit.per_bot` (default: the connector's 48/s).
         #[arg(long)]
         global: Option<u32>,
     },

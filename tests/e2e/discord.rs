@@ -449,3 +449,77 @@ async fn interactions_are_verified_pinged_and_answered_within_three_seconds() {
     assert_eq!(msgs[0]["content"]["text"], "/status");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn an_edit_updates_the_stored_message() {
+    let Setup { sim, t, .. } = setup(DiscordConfig::default(), "").await;
+    let id = sim.user_message(GENERAL, ADA, "ada", "teh typo", None);
+    let first = inbound(&t, 1).await;
+    sim.user_edits(GENERAL, &id, "the typo");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, m) = t
+            .get(
+                ACME_KEY,
+                &format!("/v1/messages/{}", first[0]["id"].as_str().unwrap()),
+            )
+            .await;
+        if m["content"]["text"] == "the typo" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "edit not applied: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        inbound(&t, 1).await.len(),
+        1,
+        "an edit is not a new message"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_global_429_is_waited_out_not_hammered() {
+    // The simulator allows 5 requests/s per bot; the bot is told 100/s, so it meets the
+    // global limit and must wait each 429's retry_after instead of resending at once.
+    let config = DiscordConfig {
+        global_per_second: 5,
+        ..DiscordConfig::default()
+    };
+    let Setup { sim, t, .. } = setup(config, "rate_limit = { per_bot = \"100/s\" }").await;
+    let channels: Vec<String> = (0..20).map(|i| format!("4200000000000000{i:02}")).collect();
+    for (i, c) in channels.iter().enumerate() {
+        sim.add_guild_channel(GUILD, c, &format!("room-{i}"));
+    }
+    let mut ids = Vec::new();
+    for c in &channels {
+        let (status, body) = t
+            .post(
+                ACME_KEY,
+                "/v1/messages",
+                json!({"bot_id": "dc", "to": {"chat_id": c}, "content": {"type": "text", "text": "hi"}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        t.wait_message(ACME_KEY, id, "sent", Duration::from_secs(20))
+            .await;
+    }
+    let limited = sim.counters().responses_429;
+    assert!(limited >= 1, "the test never met the global limit");
+    // Each 429 freezes the whole bot for retry_after. Sends already on the wire when the
+    // first 429 came cannot be recalled, so each one-second window costs a wave (15, then
+    // 10, then 5 at most); a client that resent at once would draw thousands.
+    assert!(limited <= 40, "{limited} answers 429 for 20 messages");
+    let (_, bot) = t.get(ACME_KEY, "/v1/bots/dc").await;
+    assert!(
+        bot["counters"]["rate_limited"].as_u64().unwrap() >= 1,
+        "{bot}"
+    );
+    t.stop().await;
+}

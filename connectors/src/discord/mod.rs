@@ -55,7 +55,7 @@ pub const MAX_BUTTON_LABEL: usize = 80;
 pub const MAX_CUSTOM_ID: usize = 100;
 /// The global REST limit Discord documents is 50 requests/s per bot; we stay under it by a
 /// margin so network jitter cannot push 51 requests into one of Discord's one-second windows.
-pub const DEFAULT_GLOBAL_RATE: u32 = 45;
+pub const DEFAULT_GLOBAL_RATE: u32 = 48;
 
 /// Gateway intents by the names the config uses.
 pub const INTENTS: &[(&str, u64)] = &[
