@@ -66,6 +66,28 @@ pub trait ConnectorFactory: Send + Sync + 'static {
         ConversationKind::Direct
     }
 
+    /// Normalizes a phone number a message is addressed to (`to.phone`; on SMS also
+    /// `to.chat_id`) for this bot; the error names the number. Default: E.164 as written.
+    fn normalize_phone(
+        &self,
+        settings: &serde_json::Map<String, serde_json::Value>,
+        raw: &str,
+    ) -> Result<String, String> {
+        let _ = settings;
+        crate::model::normalize_e164(raw)
+    }
+
+    /// The segments a message will be billed as (SMS), or `None`; an error (answered 422)
+    /// when it needs more than the bot allows.
+    fn segments(
+        &self,
+        settings: &serde_json::Map<String, serde_json::Value>,
+        content: &Content,
+    ) -> Result<Option<u32>, String> {
+        let _ = (settings, content);
+        Ok(None)
+    }
+
     /// The platform's default limits, before the bot's `rate_limit` overrides.
     fn rate_policy(&self, settings: &serde_json::Map<String, serde_json::Value>) -> RatePolicy;
 
@@ -89,8 +111,17 @@ pub trait Connector: Send + Sync + 'static {
     /// Sends one message. Called by the dispatcher after the pacer granted a slot.
     async fn send(&self, request: &OutboundRequest) -> Result<SendReceipt, ConnectorError>;
 
-    /// A cheap health check (getMe, phone number lookup, balance...).
+    /// A cheap health check (getMe, phone number lookup, balance...). An
+    /// `InsufficientFunds` answer pauses the bot's sending; `Ok` after it resumes sending.
     async fn probe(&self) -> Result<(), ConnectorError>;
+
+    /// The account's balance, from a cache at most an hour old unless `fresh`.
+    async fn balance(&self, fresh: bool) -> Result<Balance, ConnectorError> {
+        let _ = fresh;
+        Err(ConnectorError::permanent(
+            "this platform has no account balance",
+        ))
+    }
 
     /// The pacer for this bot; by default the policy enforced with governor.
     fn pacer(&self, policy: RatePolicy) -> Arc<dyn Pacer> {
@@ -263,9 +294,31 @@ pub struct OutboundRequest {
     pub reply_to_external_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SendReceipt {
     pub external_id: String,
+    /// What the send cost, as the platform reported it (SMS providers).
+    pub cost: Option<String>,
+}
+
+impl SendReceipt {
+    pub fn new(external_id: impl Into<String>) -> Self {
+        SendReceipt {
+            external_id: external_id.into(),
+            cost: None,
+        }
+    }
+}
+
+/// An account balance as the platform reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Balance {
+    /// The amount as the platform wrote it (`"1785.50"`).
+    pub amount: String,
+    /// ISO 4217 code, or the platform's unit (`"credits"`).
+    pub currency: String,
+    /// When it was read from the platform.
+    pub checked_at: DateTime<Utc>,
 }
 
 /// A platform's HTTP request to `/webhooks/{platform}/{bot_id}[/rest]`, raw bytes intact.

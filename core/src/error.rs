@@ -40,6 +40,13 @@ pub enum ConnectorError {
     /// The bot's configuration cannot work (missing field, unsupported mode...): `failed`.
     #[error("bot configuration: {0}")]
     Config(String),
+    /// The account cannot pay for sends (SMS balance or credits exhausted): the bot's sending
+    /// pauses, its messages stay queued, and it resumes when the balance is back.
+    #[error("insufficient balance: {message}")]
+    InsufficientFunds {
+        message: String,
+        platform_code: Option<String>,
+    },
 }
 
 fn fmt_retry(d: &Option<Duration>) -> String {
@@ -57,6 +64,7 @@ pub enum ErrorClass {
     Permanent,
     Auth,
     Config,
+    InsufficientFunds,
 }
 
 impl ErrorClass {
@@ -67,6 +75,7 @@ impl ErrorClass {
             ErrorClass::Permanent => "permanent",
             ErrorClass::Auth => "auth",
             ErrorClass::Config => "config",
+            ErrorClass::InsufficientFunds => "insufficient_funds",
         }
     }
 }
@@ -109,6 +118,7 @@ impl ConnectorError {
             ConnectorError::Permanent { .. } => ErrorClass::Permanent,
             ConnectorError::Auth { .. } => ErrorClass::Auth,
             ConnectorError::Config(_) => ErrorClass::Config,
+            ConnectorError::InsufficientFunds { .. } => ErrorClass::InsufficientFunds,
         }
     }
 
@@ -125,7 +135,8 @@ impl ConnectorError {
             ConnectorError::RateLimited { platform_code, .. }
             | ConnectorError::Transient { platform_code, .. }
             | ConnectorError::Permanent { platform_code, .. }
-            | ConnectorError::Auth { platform_code, .. } => platform_code.as_deref(),
+            | ConnectorError::Auth { platform_code, .. }
+            | ConnectorError::InsufficientFunds { platform_code, .. } => platform_code.as_deref(),
             ConnectorError::Config(_) => None,
         }
     }
@@ -136,6 +147,7 @@ impl ConnectorError {
             | ConnectorError::Transient { message, .. }
             | ConnectorError::Permanent { message, .. }
             | ConnectorError::Auth { message, .. }
+            | ConnectorError::InsufficientFunds { message, .. }
             | ConnectorError::Config(message) => message,
         }
     }

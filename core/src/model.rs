@@ -11,6 +11,27 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// A new time-sortable id (UUIDv7, hyphenated lowercase).
+/// Normalizes a phone number written in international form, with or without spaces, dashes,
+/// dots or parentheses, to E.164 (`+` and 7 to 15 digits); the error names the number.
+pub fn normalize_e164(raw: &str) -> Result<String, String> {
+    let cleaned: String = raw
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+        .collect();
+    let digits = cleaned.strip_prefix('+').unwrap_or("");
+    if (7..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+    {
+        Ok(cleaned)
+    } else {
+        Err(format!(
+            "{raw:?} is not a valid phone number in E.164 form (+ and 7 to 15 digits, e.g. \"+15551234567\")"
+        ))
+    }
+}
+
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
@@ -66,16 +87,19 @@ pub enum BotState {
     Starting,
     Running,
     Degraded,
+    /// Receiving, but sending is held: the account's balance is exhausted.
+    Paused,
     Backoff,
     Stopped,
     Failed,
 }
 
 impl BotState {
-    pub const ALL: [BotState; 6] = [
+    pub const ALL: [BotState; 7] = [
         BotState::Starting,
         BotState::Running,
         BotState::Degraded,
+        BotState::Paused,
         BotState::Backoff,
         BotState::Stopped,
         BotState::Failed,
@@ -86,6 +110,7 @@ impl BotState {
             BotState::Starting => "starting",
             BotState::Running => "running",
             BotState::Degraded => "degraded",
+            BotState::Paused => "paused",
             BotState::Backoff => "backoff",
             BotState::Stopped => "stopped",
             BotState::Failed => "failed",
@@ -444,6 +469,12 @@ pub struct Message {
     pub delivered_at: Option<DateTime<Utc>>,
     pub read_at: Option<DateTime<Utc>>,
     pub status_history: Vec<StatusChange>,
+    /// SMS: the segments the text is billed as (GSM-7 or UCS-2 parts), set when queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<u32>,
+    /// What the platform charged, as it reported it (e.g. `"KES 0.8000"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<String>,
 }
 
 /// Event types of the event log and the feed.

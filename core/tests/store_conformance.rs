@@ -108,6 +108,7 @@ fn outbound(tenant: &str, bot: &str, chat: &str, t: &str) -> NewOutbound {
         idempotency: None,
         reply_window: None,
         chat_kind: None,
+        segments: None,
     }
 }
 
@@ -401,7 +402,7 @@ async fn outbound_transitions_record_history_and_events() {
         let pending = s.outbox("tg1").await.unwrap();
         assert_eq!(pending[0].message.status, MessageStatus::Sending);
         assert_eq!(pending[0].conversation.external_chat_id, "100");
-        let m = s.mark_sent(id, "555").await.unwrap();
+        let m = s.mark_sent(id, "555", Some("KES 0.80")).await.unwrap();
         assert_eq!(m.external_id.as_deref(), Some("555"));
         assert!(m.sent_at.is_some());
         assert!(s.outbox("tg1").await.unwrap().is_empty(), "{}", b.name);

@@ -82,6 +82,8 @@ pub struct SupervisorConfig {
     pub restart_max_ms: u64,
     pub healthy_reset_ms: u64,
     pub probe_interval_ms: u64,
+    /// How often a bot paused for an exhausted balance checks whether it is back.
+    pub paused_recheck_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -471,6 +473,7 @@ impl Reader<'_> {
                     "restart_max_ms",
                     "healthy_reset_ms",
                     "probe_interval_ms",
+                    "paused_recheck_ms",
                 ],
             )
             .cloned();
@@ -490,6 +493,14 @@ impl Reader<'_> {
                 s,
                 "supervisor",
                 "probe_interval_ms",
+                60_000,
+                10,
+                86_400_000,
+            ),
+            paused_recheck_ms: self.int(
+                s,
+                "supervisor",
+                "paused_recheck_ms",
                 60_000,
                 10,
                 86_400_000,

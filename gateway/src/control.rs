@@ -13,7 +13,7 @@ use switchboard_core::connector::{
 use switchboard_core::model::{Bot, BotCounters, Content, Message, Platform};
 use switchboard_core::rate::RatePolicy;
 use switchboard_core::secret::{Cipher, Sealed, Secret};
-use switchboard_core::store::{BotWrite, Enqueued, NewOutbound, Scope};
+use switchboard_core::store::{BotWrite, Enqueued, NewOutbound, Recipient, Scope};
 use switchboard_core::{Store, StoreError};
 use switchboard_dashboard_api::{ApiError, BotAction, Control};
 
@@ -181,8 +181,24 @@ impl Control for GatewayControl {
             e.retry_after = Some(5);
             return Err(e);
         }
+        match &mut new.to {
+            Recipient::Phone(raw) => {
+                *raw = factory
+                    .normalize_phone(&bot.settings, raw)
+                    .map_err(|e| ApiError::unprocessable(format!("to.phone: {e}")))?;
+            }
+            Recipient::Chat(raw) if bot.platform == Platform::Sms => {
+                *raw = factory
+                    .normalize_phone(&bot.settings, raw)
+                    .map_err(|e| ApiError::unprocessable(format!("to.chat_id: {e}")))?;
+            }
+            _ => {}
+        }
+        new.segments = factory
+            .segments(&bot.settings, &new.content)
+            .map_err(|reason| ApiError::unprocessable(format!("content: {reason}")))?;
         new.reply_window = factory.reply_window(&new.content);
-        if let switchboard_core::store::Recipient::Chat(chat) = &new.to {
+        if let Recipient::Chat(chat) = &new.to {
             new.chat_kind = Some(factory.chat_kind(chat));
         }
         Ok(self.store.enqueue(new).await?)

@@ -302,6 +302,7 @@ async fn echo_replies(
             idempotency: None,
             reply_window: None,
             chat_kind: None,
+            segments: None,
         };
         if let Err(e) = control.submit(reply, SendOptions::default()).await {
             tracing::warn!(error = %e.detail, "demo echo not queued");

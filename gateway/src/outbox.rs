@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchboard_core::connector::{ChatRef, Connector, OutboundRequest};
+use switchboard_core::connector::{ChatRef, Connector, OutboundRequest, SendReceipt};
 use switchboard_core::error::ConnectorError;
 use switchboard_core::model::MessageError;
 use switchboard_core::rate::{PaceKey, Pacer};
@@ -35,7 +35,8 @@ use crate::counters::{Count, Counters};
 pub struct Live {
     pub connector: Arc<dyn Connector>,
     pub pacer: Arc<dyn Pacer>,
-    /// Called when a send shows the bot's credentials or configuration are rejected.
+    /// Called when a send shows the bot cannot send: credentials or configuration rejected
+    /// (the bot fails), or the balance exhausted (its sending pauses).
     pub on_fatal: Arc<dyn Fn(ConnectorError) + Send + Sync>,
 }
 
@@ -337,9 +338,9 @@ impl Outbox {
             let next = match result {
                 Ok(receipt) => {
                     self.inner.counters.add(bot, Count::Sent, 1);
-                    let external_id = receipt.external_id;
+                    let SendReceipt { external_id, cost } = receipt;
                     match self
-                        .persist(&id, || store.mark_sent(&id, &external_id))
+                        .persist(&id, || store.mark_sent(&id, &external_id, cost.as_deref()))
                         .await
                     {
                         true => Some(Done::Finished),
@@ -442,7 +443,9 @@ impl Outbox {
                 }
                 Some(Done::Finished)
             }
-            ConnectorError::Auth { .. } | ConnectorError::Config(_) => {
+            ConnectorError::Auth { .. }
+            | ConnectorError::Config(_)
+            | ConnectorError::InsufficientFunds { .. } => {
                 // Hold the queue now: nothing more goes out with rejected credentials. Only if
                 // this send went through the current connector: a run that replaced it (new
                 // credentials) must not be held by an answer to the old one.

@@ -5,7 +5,8 @@
 //! (restart after 1 s doubling to 5 min, with ±20% jitter; the delay resets after a healthy
 //! minute), `stopped` when asked to stop, `failed` on a permanent error (credentials rejected,
 //! bad configuration) with no retry loop. Probes run on an interval beside the connector's
-//! inbound loop. Every state change is written to the store (a `bot.state` event) and the
+//! inbound loop. `paused`: the account's balance is exhausted (a send or a probe said so); the
+//! bot keeps receiving, its queue is held, and probes every `paused_recheck_ms` resume it. Every state change is written to the store (a `bot.state` event) and the
 //! `switchboard_bot_state` gauge. One bot's trouble never touches another's task.
 
 use std::collections::HashMap;
@@ -451,14 +452,12 @@ impl Supervisor {
         let on_fatal: Arc<dyn Fn(ConnectorError) + Send + Sync> = Arc::new(move |e| {
             let _ = fatal_tx.send(e);
         });
-        self.inner.outbox.attach(
-            bot_id,
-            Live {
-                connector: connector.clone(),
-                pacer,
-                on_fatal,
-            },
-        );
+        let live = Live {
+            connector: connector.clone(),
+            pacer,
+            on_fatal,
+        };
+        self.inner.outbox.attach(bot_id, live.clone());
         let run = {
             let c = connector.clone();
             tokio::spawn(async move {
@@ -467,20 +466,27 @@ impl Supervisor {
                     .await
             })
         };
-        let probes = self.probe_loop(connector.clone(), health.clone());
+        let pause = Arc::new(Pause::default());
+        let probes = self.probe_loop(bot_id, live, health.clone(), pause.clone());
         tokio::pin!(run, probes);
-        let ended = tokio::select! {
-            r = &mut run => match r {
-                Ok(Ok(Ok(()))) if cancel.is_cancelled() => Ended::Stopped,
-                Ok(Ok(Ok(()))) => Ended::Retry("the connector's inbound loop ended".into()),
-                Ok(Ok(Err(e))) if e.is_fatal_for_bot() => Ended::Failed(e.to_string()),
-                Ok(Ok(Err(e))) => Ended::Retry(e.to_string()),
-                Ok(Err(panic)) => Ended::Retry(format!("connector panicked: {}", panic_message(&panic))),
-                Err(join) => Ended::Retry(format!("connector task ended abnormally: {join}")),
-            },
-            e = &mut probes => Ended::Failed(e.to_string()),
-            Some(e) = fatal_rx.recv() => Ended::Failed(e.to_string()),
-            _ = cancel.cancelled() => Ended::Stopped,
+        let ended = loop {
+            tokio::select! {
+                r = &mut run => break match r {
+                    Ok(Ok(Ok(()))) if cancel.is_cancelled() => Ended::Stopped,
+                    Ok(Ok(Ok(()))) => Ended::Retry("the connector's inbound loop ended".into()),
+                    Ok(Ok(Err(e))) if e.is_fatal_for_bot() => Ended::Failed(e.to_string()),
+                    Ok(Ok(Err(e))) => Ended::Retry(e.to_string()),
+                    Ok(Err(panic)) => Ended::Retry(format!("connector panicked: {}", panic_message(&panic))),
+                    Err(join) => Ended::Retry(format!("connector task ended abnormally: {join}")),
+                },
+                e = &mut probes => break Ended::Failed(e.to_string()),
+                Some(e) = fatal_rx.recv() => match e {
+                    // The outbox already holds the bot's queue; the probes resume it.
+                    ConnectorError::InsufficientFunds { .. } => pause.begin(&health, &e),
+                    e => break Ended::Failed(e.to_string()),
+                },
+                _ = cancel.cancelled() => break Ended::Stopped,
+            }
         };
         health.active.store(false, Ordering::SeqCst);
         run_cancel.cancel();
@@ -496,33 +502,87 @@ impl Supervisor {
         ended
     }
 
-    /// Probes on an interval; returns only with an error that is fatal for the bot.
+    /// Probes on an interval; returns only with an error that is fatal for the bot. A probe
+    /// answering `InsufficientFunds` pauses the bot's sending; while paused, probes run every
+    /// `paused_recheck_ms` and the first success re-attaches the bot's queue.
     async fn probe_loop(
         &self,
-        connector: Arc<dyn Connector>,
+        bot_id: &str,
+        live: Live,
         health: Arc<Health>,
+        pause: Arc<Pause>,
     ) -> ConnectorError {
         let every = Duration::from_millis(self.inner.config.probe_interval_ms);
+        let recheck = Duration::from_millis(self.inner.config.paused_recheck_ms);
         let mut degraded_by_probe = false;
         loop {
-            tokio::time::sleep(every).await;
-            let r = match tokio::time::timeout(Duration::from_secs(30), connector.probe()).await {
-                Ok(r) => r,
-                Err(_) => Err(ConnectorError::transient("probe timed out after 30 s")),
-            };
+            let paused = pause.is_paused();
+            tokio::select! {
+                _ = tokio::time::sleep(if paused { recheck } else { every }) => {}
+                // Paused meanwhile: start rechecking on the paused schedule.
+                _ = pause.changed.notified(), if !paused => continue,
+            }
+            let r =
+                match tokio::time::timeout(Duration::from_secs(30), live.connector.probe()).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ConnectorError::transient("probe timed out after 30 s")),
+                };
             match r {
+                Ok(()) if pause.is_paused() => {
+                    pause.end();
+                    degraded_by_probe = false;
+                    tracing::info!(bot = bot_id, "balance is back: sending resumes");
+                    self.inner.outbox.attach(bot_id, live.clone());
+                    health.running();
+                }
                 Ok(()) if degraded_by_probe => {
                     degraded_by_probe = false;
                     health.running();
                 }
                 Ok(()) => {}
                 Err(e) if e.is_fatal_for_bot() => return e,
+                Err(e @ ConnectorError::InsufficientFunds { .. }) => {
+                    if !pause.is_paused() {
+                        self.inner.outbox.detach(bot_id);
+                        pause.begin(&health, &e);
+                    }
+                }
                 Err(e) => {
                     degraded_by_probe = true;
                     health.degraded(&format!("probe failed: {e}"));
                 }
             }
         }
+    }
+}
+
+/// Whether a bot's sending is paused for an exhausted balance.
+#[derive(Default)]
+struct Pause {
+    paused: AtomicBool,
+    changed: tokio::sync::Notify,
+}
+
+impl Pause {
+    fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    fn begin(&self, health: &Health, e: &ConnectorError) {
+        if !self.paused.swap(true, Ordering::SeqCst) {
+            tracing::warn!(error = %e, "sending paused until the balance is back");
+            health.report(
+                BotState::Paused,
+                Some(format!(
+                    "sending paused: {e}; queued messages wait for a top-up"
+                )),
+            );
+            self.changed.notify_one();
+        }
+    }
+
+    fn end(&self) {
+        self.paused.store(false, Ordering::SeqCst);
     }
 }
 

@@ -80,6 +80,7 @@ async fn messages_left_sending_by_a_killed_process_are_sent_at_start_up() {
             idempotency: None,
             reply_window: None,
             chat_kind: None,
+            segments: None,
         };
         let in_flight = store
             .enqueue(enqueue("in flight"))

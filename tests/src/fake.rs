@@ -287,9 +287,7 @@ impl Connector for FakeConnector {
             message_id: request.message.id.clone(),
             at: Instant::now(),
         });
-        Ok(SendReceipt {
-            external_id: id.to_string(),
-        })
+        Ok(SendReceipt::new(id.to_string()))
     }
 
     async fn probe(&self) -> Result<(), ConnectorError> {

@@ -279,11 +279,11 @@ pub(crate) async fn send(
                 }
             })
             .await?;
-        return Ok(SendReceipt { external_id });
+        return Ok(SendReceipt::new(external_id));
     }
     let draft = draft(&request.message.content)?;
     let external_id = create(connector, channel, &draft, reply_to).await?;
-    Ok(SendReceipt { external_id })
+    Ok(SendReceipt::new(external_id))
 }
 
 #[cfg(test)]

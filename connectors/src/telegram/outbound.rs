@@ -196,7 +196,7 @@ pub async fn send(
                     async move { r.await.map(|m| m.id.0.to_string()).map_err(classify) }
                 })
                 .await?;
-            return Ok(SendReceipt { external_id });
+            return Ok(SendReceipt::new(external_id));
         }
         Content::Media {
             kind,
@@ -269,9 +269,7 @@ pub async fn send(
             )));
         }
     };
-    Ok(SendReceipt {
-        external_id: sent.id.0.to_string(),
-    })
+    Ok(SendReceipt::new(sent.id.0.to_string()))
 }
 
 /// getFile, then streams `{api_base}/file/bot<token>/<path>` (the token stays here).

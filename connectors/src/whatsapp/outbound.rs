@@ -225,7 +225,7 @@ impl WhatsAppConnector {
             }
             other => self.post_message(&body(to, other, reply)?).await?,
         };
-        Ok(SendReceipt { external_id })
+        Ok(SendReceipt::new(external_id))
     }
 
     /// Media metadata (`GET /{media_id}`), then the bytes from Meta's short-lived URL, both

@@ -134,6 +134,8 @@ pub struct NewOutbound {
     pub reply_window: Option<std::time::Duration>,
     /// What a new conversation opened by `Recipient::Chat` is (default direct).
     pub chat_kind: Option<ConversationKind>,
+    /// SMS: the segments the text will be billed as.
+    pub segments: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -486,10 +488,18 @@ impl Store {
         self.transition(writer::Transition::Sending, id).await
     }
 
-    /// `sending` -> `sent` with the platform's id.
-    pub async fn mark_sent(&self, id: &str, external_id: &str) -> Result<Message, StoreError> {
-        self.transition(writer::Transition::Sent(external_id.into()), id)
-            .await
+    /// `sending` -> `sent` with the platform's id (and what the send cost, if it said).
+    pub async fn mark_sent(
+        &self,
+        id: &str,
+        external_id: &str,
+        cost: Option<&str>,
+    ) -> Result<Message, StoreError> {
+        let t = writer::Transition::Sent {
+            external_id: external_id.into(),
+            cost: cost.map(str::to_owned),
+        };
+        self.transition(t, id).await
     }
 
     /// `sending` -> `queued` again after a retryable error (recorded on the message).

@@ -35,7 +35,7 @@ macro_rules! message_columns {
     () => {
         "id, tenant_id, bot_id, platform, conversation_id, contact_id, \
      direction, content, status, error, external_id, reply_to, attempts, created_at, sent_at, \
-     delivered_at, read_at, status_history"
+     delivered_at, read_at, status_history, segments, cost"
     };
 }
 
@@ -59,6 +59,8 @@ pub struct MessageRow {
     pub delivered_at: Option<i64>,
     pub read_at: Option<i64>,
     pub status_history: String,
+    pub segments: Option<i64>,
+    pub cost: Option<String>,
 }
 
 impl TryFrom<MessageRow> for Message {
@@ -89,6 +91,8 @@ impl TryFrom<MessageRow> for Message {
             sent_at: r.sent_at.map(from_micros),
             delivered_at: r.delivered_at.map(from_micros),
             read_at: r.read_at.map(from_micros),
+            segments: r.segments.map(|n| n.clamp(0, u32::MAX as i64) as u32),
+            cost: r.cost,
         })
     }
 }

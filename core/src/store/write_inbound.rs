@@ -147,6 +147,8 @@ pub(super) async fn ingest_message(
             status: MessageStatus::Received,
             at: now,
         }],
+        segments: None,
+        cost: None,
     };
     insert_message(tx, &message, Some(&m.dedup_key)).await?;
     ev.push(message_event(et::MESSAGE_RECEIVED, &message));

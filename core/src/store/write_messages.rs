@@ -42,7 +42,7 @@ pub(super) fn set_status(m: &mut Message, status: MessageStatus, at: DateTime<Ut
 pub(super) async fn save_message(tx: &mut Conn, m: &Message) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE messages SET status = $1, error = $2, external_id = $3, attempts = $4, sent_at = $5, \
-         delivered_at = $6, read_at = $7, status_history = $8 WHERE id = $9",
+         delivered_at = $6, read_at = $7, status_history = $8, cost = $9 WHERE id = $10",
     )
     .bind(m.status.as_str())
     .bind(m.error.as_ref().map(|e| serde_json::to_string(e).unwrap_or_default()))
@@ -52,6 +52,7 @@ pub(super) async fn save_message(tx: &mut Conn, m: &Message) -> Result<(), Store
     .bind(m.delivered_at.map(to_micros))
     .bind(m.read_at.map(to_micros))
     .bind(serde_json::to_string(&m.status_history).map_err(StoreError::corrupt)?)
+    .bind(&m.cost)
     .bind(&m.id)
     .execute(&mut *tx)
     .await?;
@@ -65,8 +66,8 @@ pub(super) async fn insert_message(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO messages (id, tenant_id, bot_id, platform, conversation_id, contact_id, direction, content, \
-         status, error, external_id, reply_to, attempts, dedup_key, created_at, sent_at, delivered_at, read_at, status_history) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, 0, $12, $13, $14, NULL, NULL, $15)",
+         status, error, external_id, reply_to, attempts, dedup_key, created_at, sent_at, delivered_at, read_at, status_history, segments) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, 0, $12, $13, $14, NULL, NULL, $15, $16)",
     )
     .bind(&m.id)
     .bind(&m.tenant)
@@ -83,6 +84,7 @@ pub(super) async fn insert_message(
     .bind(to_micros(m.created_at))
     .bind(m.sent_at.map(to_micros))
     .bind(serde_json::to_string(&m.status_history).map_err(StoreError::corrupt)?)
+    .bind(m.segments.map(i64::from))
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -114,6 +114,8 @@ pub(super) async fn enqueue(
             status: MessageStatus::Queued,
             at: now,
         }],
+        segments: new.segments,
+        cost: None,
     };
     insert_message(tx, &message, None).await?;
     sqlx::query("UPDATE conversations SET last_message_at = $1 WHERE id = $2")
@@ -260,8 +262,11 @@ pub(super) async fn transition(
             set_status(&mut m, MessageStatus::Sending, now);
             Some(et::MESSAGE_STATUS)
         }
-        Transition::Sent(external_id) => {
+        Transition::Sent { external_id, cost } => {
             m.external_id = Some(external_id.clone());
+            if cost.is_some() {
+                m.cost = cost.clone();
+            }
             m.error = None;
             set_status(&mut m, MessageStatus::Sent, now);
             Some(et::MESSAGE_SENT)
@@ -286,7 +291,7 @@ pub(super) async fn transition(
     if let Some(kind) = kind {
         ev.push(message_event(kind, &m));
     }
-    if matches!(t, Transition::Sent(_)) {
+    if matches!(t, Transition::Sent { .. }) {
         apply_early_reports(tx, &mut m, ev).await?;
     }
     save_message(tx, &m).await?;

@@ -98,7 +98,10 @@ pub(super) enum Op {
 
 pub(super) enum Transition {
     Sending,
-    Sent(String),
+    Sent {
+        external_id: String,
+        cost: Option<String>,
+    },
     Retry {
         error: MessageError,
         count_attempt: bool,

@@ -42,24 +42,11 @@ pub struct SendMessage {
     pub allow_split: Option<bool>,
 }
 
-/// Normalizes a phone number written with spaces, dashes, dots or parentheses to E.164.
+/// Checks a phone number's form; the bot's connector normalizes it (an SMS bot may take
+/// numbers in its default region's national form).
 pub fn normalize_e164(raw: &str) -> Result<String, ApiError> {
-    let cleaned: String = raw
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
-        .collect();
-    let digits = cleaned.strip_prefix('+').unwrap_or("");
-    if digits.len() >= 7
-        && digits.len() <= 15
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
-    {
-        Ok(cleaned)
-    } else {
-        Err(ApiError::unprocessable(format!(
-            "to.phone: {raw:?} is not a valid phone number in E.164 form (+ and 7 to 15 digits, e.g. \"+15551234567\")"
-        )))
-    }
+    switchboard_core::model::normalize_e164(raw)
+        .map_err(|e| ApiError::unprocessable(format!("to.phone: {e}")))
 }
 
 fn recipient(to: &To) -> Result<Recipient, ApiError> {
@@ -83,7 +70,10 @@ fn recipient(to: &To) -> Result<Recipient, ApiError> {
         found.push(Recipient::Chat(chat));
     }
     if let Some(p) = &to.phone {
-        found.push(Recipient::Phone(normalize_e164(p)?));
+        if p.trim().is_empty() {
+            return Err(ApiError::unprocessable("to.phone must not be empty"));
+        }
+        found.push(Recipient::Phone(p.trim().to_owned()));
     }
     match found.len() {
         1 => Ok(found.remove(0)),
@@ -153,6 +143,7 @@ pub async fn create(
                 idempotency,
                 reply_window: None,
                 chat_kind: None,
+                segments: None,
             },
             options,
         )
