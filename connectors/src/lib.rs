@@ -10,6 +10,7 @@ use switchboard_core::connector::ConnectorRegistry;
 
 pub mod discord;
 mod fetch;
+pub mod sms;
 pub mod telegram;
 mod text;
 pub mod whatsapp;
@@ -29,6 +30,7 @@ pub fn registry_with(options: ConnectorOptions) -> ConnectorRegistry {
     )));
     r.register(Arc::new(whatsapp::WhatsAppFactory::new()));
     r.register(Arc::new(discord::DiscordFactory::new(options)));
+    r.register(Arc::new(sms::SmsFactory::new()));
     r
 }
 

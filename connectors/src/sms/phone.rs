@@ -1,0 +1,59 @@
+//! Phone numbers: parsed and validated with libphonenumber's metadata (the `phonenumber`
+//! crate), normalized to E.164. A number in national form ("0711 000 000") is read in the
+//! bot's `default_region`.
+
+use std::str::FromStr;
+
+use phonenumber::country::Id;
+
+/// Checks a region code (ISO 3166 alpha-2, e.g. "KE").
+pub fn region(code: &str) -> Option<Id> {
+    Id::from_str(&code.trim().to_ascii_uppercase()).ok()
+}
+
+/// The number in E.164, or what is wrong with it (naming it).
+pub fn normalize(raw: &str, default_region: Option<Id>) -> Result<String, String> {
+    let trimmed = raw.trim();
+    let parsed = phonenumber::parse(default_region, trimmed).map_err(|_| {
+        if default_region.is_none() && !trimmed.starts_with('+') {
+            format!("{raw:?} is not a phone number in international form (+ and country code), and the bot has no default_region")
+        } else {
+            format!("{raw:?} is not a phone number")
+        }
+    })?;
+    if !phonenumber::is_valid(&parsed) {
+        return Err(format!(
+            "{raw:?} is not a valid phone number (no such number range in its country)"
+        ));
+    }
+    Ok(parsed.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_normalize_to_e164_in_the_default_region() {
+        let ke = region("ke");
+        assert_eq!(normalize("0711 000 000", ke).unwrap(), "+254711000000");
+        assert_eq!(
+            normalize("+254-711-000-000", None).unwrap(),
+            "+254711000000"
+        );
+        assert_eq!(normalize("+1 (415) 555-2671", ke).unwrap(), "+14155552671");
+    }
+
+    #[test]
+    fn invalid_numbers_are_named() {
+        let err = normalize("+254 12", region("KE")).unwrap_err();
+        assert!(err.contains("+254 12"), "{err}");
+        assert!(
+            normalize("0711000000", None)
+                .unwrap_err()
+                .contains("default_region")
+        );
+        assert!(normalize("hello", region("KE")).is_err());
+        assert!(region("XX").is_none());
+    }
+}
