@@ -55,6 +55,8 @@ pub trait Control: Send + Sync + 'static {
     ) -> Result<Bot, ApiError>;
     async fn delete_bot(&self, scope: &Scope, id: &str) -> Result<(), ApiError>;
     async fn bot_action(&self, bot_id: &str, action: BotAction) -> Result<(), ApiError>;
+    /// The bot's account balance at its platform (cached up to an hour).
+    async fn balance(&self, bot: &Bot) -> Result<switchboard_core::connector::Balance, ApiError>;
     /// Counters of a bot since the gateway started, seeded from the store.
     fn counters(&self, bot_id: &str) -> BotCounters;
 }

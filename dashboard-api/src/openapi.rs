@@ -13,7 +13,7 @@ use crate::routes::*;
         health::healthz, health::readyz, health::metrics,
         tenants::list, tenants::create, tenants::list_keys, tenants::create_key, tenants::revoke_key,
         bots::list, bots::get, bots::create, bots::update, bots::delete, bots::start, bots::stop, bots::restart,
-        bots::bulk_action,
+        bots::bulk_action, bots::balance, bots::test,
         conversations::list, conversations::get, conversations::messages,
         messages::create, messages::list, messages::get, messages::media,
         events::list, crate::feed::feed,

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use switchboard_core::connector::{
-    CREDENTIAL_FIELDS, ConnectorRegistry, Credentials, MediaDownload, SendOptions,
+    Balance, CREDENTIAL_FIELDS, ConnectorRegistry, Credentials, MediaDownload, SendOptions,
 };
-use switchboard_core::model::{Bot, BotCounters, Content, Message, Platform};
+use switchboard_core::model::{Bot, BotCounters, Content, Direction, Message, Platform};
 use switchboard_core::rate::RatePolicy;
 use switchboard_core::secret::{Cipher, Sealed, Secret};
 use switchboard_core::store::{BotWrite, Enqueued, NewOutbound, Recipient, Scope};
@@ -349,14 +349,34 @@ impl Control for GatewayControl {
         r.map_err(store_err)
     }
 
-    async fn fetch_media(&self, message: &Message) -> Result<MediaDownload, ApiError> {
-        if !matches!(
-            &message.content,
-            Content::Media {
-                file_id: Some(_),
-                ..
+    async fn balance(&self, bot: &Bot) -> Result<Balance, ApiError> {
+        let connector = self.supervisor.connector(&bot.id).ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "bot {:?} is not running; its balance cannot be read now",
+                bot.id
+            ))
+        })?;
+        connector.balance(false).await.map_err(|e| match e.class() {
+            switchboard_core::ErrorClass::Permanent => {
+                ApiError::unprocessable(format!("{} bots have no account balance", bot.platform))
             }
-        ) {
+            _ => ApiError::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                format!("the provider did not tell the balance: {e}"),
+            ),
+        })
+    }
+
+    async fn fetch_media(&self, message: &Message) -> Result<MediaDownload, ApiError> {
+        let platform_media = match &message.content {
+            Content::Media {
+                file_id: Some(_), ..
+            } => true,
+            // Inbound media by URL (Discord attachments): fetched through the connector.
+            Content::Media { url: Some(_), .. } => message.direction == Direction::Inbound,
+            _ => false,
+        };
+        if !platform_media {
             return Err(ApiError::not_found(
                 "this message carries no platform media",
             ));

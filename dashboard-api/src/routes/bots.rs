@@ -249,3 +249,89 @@ pub async fn bulk_action(
     }
     Ok(Json(BulkResults { results }))
 }
+
+/// A bot's account balance (SMS providers).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceView {
+    pub bot_id: String,
+    /// As the provider wrote it, e.g. `"1785.50"`.
+    pub amount: String,
+    /// ISO 4217 code, or `"credits"`.
+    pub currency: String,
+    /// When it was read from the provider (answers are cached up to an hour).
+    pub checked_at: DateTime<Utc>,
+}
+
+/// The bot's balance at its provider, from a cache at most an hour old (refreshed at each
+/// probe and after a send refused for funds). 422 for platforms without a balance, 503 while
+/// the bot is not running.
+#[utoipa::path(get, path = "/v1/bots/{id}/balance", tag = "bots",
+    responses((status = 200, body = BalanceView)), security(("bearer" = [])))]
+pub async fn balance(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<BalanceView>, ApiError> {
+    let bot = s.store.get_bot(&caller.scope, &id).await?;
+    let b = s.control.balance(&bot).await?;
+    Ok(Json(BalanceView {
+        bot_id: bot.id,
+        amount: b.amount,
+        currency: b.currency,
+        checked_at: b.checked_at,
+    }))
+}
+
+/// `POST /v1/bots/{id}/test`: where to, and optionally what.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestMessage {
+    /// A phone number (SMS, WhatsApp) or the recipient object of `POST /v1/messages`.
+    #[schema(value_type = Object)]
+    pub to: Value,
+    /// Default: "Switchboard test message from bot {id}".
+    pub text: Option<String>,
+}
+
+/// Sends one test message through the bot, like `POST /v1/messages`: 202 with the message.
+#[utoipa::path(post, path = "/v1/bots/{id}/test", tag = "bots", request_body = TestMessage,
+    responses((status = 202, body = Object)), security(("bearer" = [])))]
+pub async fn test(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<TestMessage>,
+) -> Result<(StatusCode, Json<switchboard_core::model::Message>), ApiError> {
+    let bot = s.store.get_bot(&caller.scope, &id).await?;
+    let to: super::messages::To = match body.to {
+        Value::String(phone) => super::messages::To {
+            phone: Some(phone),
+            ..Default::default()
+        },
+        other => serde_json::from_value(other)
+            .map_err(|e| ApiError::unprocessable(format!("to: {e}")))?,
+    };
+    let text = body
+        .text
+        .unwrap_or_else(|| format!("Switchboard test message from bot {}", bot.id));
+    let content = switchboard_core::model::Content::Text { text };
+    content.validate().map_err(ApiError::unprocessable)?;
+    let enqueued = s
+        .control
+        .submit(
+            switchboard_core::store::NewOutbound {
+                tenant: bot.tenant,
+                bot_id: bot.id,
+                to: super::messages::recipient(&to)?,
+                content,
+                reply_to: None,
+                idempotency: None,
+                reply_window: None,
+                chat_kind: None,
+                segments: None,
+            },
+            switchboard_core::connector::SendOptions::default(),
+        )
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(enqueued.message)))
+}

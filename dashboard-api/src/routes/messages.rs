@@ -17,7 +17,7 @@ use crate::extract::{ApiJson, ApiQuery, Pagination};
 use crate::{ApiError, ApiState};
 
 /// Who to send to: exactly one of the fields.
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct To {
     pub conversation_id: Option<String>,
@@ -49,7 +49,7 @@ pub fn normalize_e164(raw: &str) -> Result<String, ApiError> {
         .map_err(|e| ApiError::unprocessable(format!("to.phone: {e}")))
 }
 
-fn recipient(to: &To) -> Result<Recipient, ApiError> {
+pub(crate) fn recipient(to: &To) -> Result<Recipient, ApiError> {
     let mut found = Vec::new();
     if let Some(c) = &to.conversation_id {
         found.push(Recipient::Conversation(c.clone()));

@@ -54,6 +54,8 @@ pub fn router() -> Router<ApiState> {
         .route("/v1/bots/{id}/start", post(bots::start))
         .route("/v1/bots/{id}/stop", post(bots::stop))
         .route("/v1/bots/{id}/restart", post(bots::restart))
+        .route("/v1/bots/{id}/balance", get(bots::balance))
+        .route("/v1/bots/{id}/test", post(bots::test))
         .route("/v1/conversations", get(conversations::list))
         .route("/v1/conversations/{id}", get(conversations::get))
         .route(
