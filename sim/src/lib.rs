@@ -12,6 +12,7 @@
 //! - [`telegram`]: the Telegram Bot API ([`TelegramSim`]).
 //! - [`discord`]: Discord's REST API and gateway ([`DiscordSim`]).
 //! - [`whatsapp`]: the WhatsApp Cloud API on Meta's Graph ([`WhatsAppSim`]).
+//! - [`sms`]: Twilio, Africa's Talking and BulkSMS on one port ([`SmsSim`]).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -26,12 +27,16 @@
 pub mod control;
 pub mod discord;
 pub mod framework;
+pub mod sms;
 pub mod telegram;
 pub mod whatsapp;
 
 pub use discord::{DcSent, DiscordConfig, DiscordSim, DiscordSimError, InteractionReply};
 pub use framework::rate::Rate;
 pub use framework::{Counters, Faults, RecordedRequest};
+pub use sms::{
+    Provider, SmsConfig, SmsSent, SmsSim, SmsSimError, SmsWebhook, WebhookKind, twilio_signature,
+};
 pub use telegram::{
     ChatType, SentMessage, SimError, TelegramConfig, TelegramSim, UserMessage, WebhookInfo,
 };
