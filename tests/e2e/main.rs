@@ -6,6 +6,7 @@ mod dispatcher;
 mod feed;
 mod ingress;
 mod secrets;
+mod sms;
 mod supervisor;
 mod telegram;
 mod tenancy;

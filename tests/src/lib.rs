@@ -201,6 +201,7 @@ restart_initial_ms = 100
 restart_max_ms = 2000
 healthy_reset_ms = 60000
 probe_interval_ms = 60000
+paused_recheck_ms = 200
 
 [outbox]
 retry_initial_ms = 50

@@ -149,41 +149,42 @@ impl Provider for BulkSms {
         Ok(())
     }
 
+    /// One BulkSMS webhook URL may carry both triggers: RECEIVED items are inbound SMS,
+    /// SENT items delivery reports, whichever path they were posted to.
     fn parse_inbound(&self, request: &WebhookRequest) -> Result<Vec<InboundEvent>, String> {
-        Ok(items(request)?
-            .iter()
-            .filter(|m| m["type"] == "RECEIVED")
-            .filter_map(|m| {
-                let id = id_of(m)?;
-                let from = m["from"].as_str()?;
-                Some(inbound_sms(
-                    &id,
-                    from,
-                    m["body"].as_str().unwrap_or(""),
-                    self.region,
-                ))
-            })
-            .collect())
+        self.parse(request)
     }
 
     fn parse_status(&self, request: &WebhookRequest) -> Result<Vec<InboundEvent>, String> {
+        self.parse(request)
+    }
+}
+
+impl BulkSms {
+    fn parse(&self, request: &WebhookRequest) -> Result<Vec<InboundEvent>, String> {
         Ok(items(request)?
             .iter()
-            .filter(|m| m["type"] == "SENT")
             .filter_map(|m| {
                 let id = id_of(m)?;
-                let kind = m["status"]["type"].as_str()?;
-                Some(match kind {
-                    "DELIVERED" => report(&id, MessageStatus::Delivered, None),
-                    "SENT" => report(&id, MessageStatus::Sent, None),
-                    "FAILED" => {
-                        let code = m["status"]["id"].as_str().unwrap_or("FAILED").to_owned();
-                        let subtype = m["status"]["subtype"].as_str().unwrap_or("unknown");
-                        let message = format!("BulkSMS reported the message failed: {subtype}");
-                        report(&id, MessageStatus::Failed, Some((code, message)))
+                match m["type"].as_str()? {
+                    "RECEIVED" => {
+                        let from = m["from"].as_str()?;
+                        let body = m["body"].as_str().unwrap_or("");
+                        Some(inbound_sms(&id, from, body, self.region))
                     }
-                    _ => return None,
-                })
+                    "SENT" => Some(match m["status"]["type"].as_str()? {
+                        "DELIVERED" => report(&id, MessageStatus::Delivered, None),
+                        "SENT" => report(&id, MessageStatus::Sent, None),
+                        "FAILED" => {
+                            let code = m["status"]["id"].as_str().unwrap_or("FAILED").to_owned();
+                            let subtype = m["status"]["subtype"].as_str().unwrap_or("unknown");
+                            let message = format!("BulkSMS reported the message failed: {subtype}");
+                            report(&id, MessageStatus::Failed, Some((code, message)))
+                        }
+                        _ => return None,
+                    }),
+                    _ => None,
+                }
             })
             .collect())
     }
