@@ -4,12 +4,15 @@
 //!     switchboard-bench pacing-telegram [--messages 3000 --chats 300 --scale 1]
 //!     switchboard-bench ingest-telegram [--updates 20000 --concurrency 64 --store sqlite|postgres]
 //!     switchboard-bench pacing-discord [--messages 2000 --channels 100 --global 48]
+//!     switchboard-bench sms [--messages 20000 --concurrency 64 --store sqlite|postgres]
+//!     switchboard-bench kannel [--messages 20000 --concurrency 64 --pids PID,PID] (bench/kannel/run.sh)
 //!     switchboard-bench whatsapp [--posts 2000 --batch 10 --recipients 2000 --throughput 80]
 //!
 //! The gateway and the simulator run in this process (the CPU column is the whole process).
 
 mod discord;
 mod scenarios;
+mod sms;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +44,30 @@ enum Scenario {
         /// The bot's `rate_limit.per_bot` (default: the connector's 48/s).
         #[arg(long)]
         global: Option<u32>,
+    },
+    /// SMS: durable accept rate of POST /v1/messages and delivery to the provider.
+    Sms {
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// `sqlite` or a postgres:// URL.
+        #[arg(long, default_value = "sqlite")]
+        store: String,
+    },
+    /// Kannel's sendsms under the same load (Kannel started by bench/kannel/run.sh).
+    Kannel {
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value = "http://127.0.0.1:13013/cgi-bin/sendsms")]
+        sendsms: String,
+        #[arg(long, default_value = "http://127.0.0.1:13000/status.txt?password=bench")]
+        status: String,
+        /// bearerbox and smsbox, for their peak RSS.
+        #[arg(long, value_delimiter = ',')]
+        pids: Vec<u32>,
     },
     /// WhatsApp: signed webhook batches ingested durably (vs a bare handler), then template
     /// sends to distinct recipients at the number's throughput.
@@ -81,6 +108,18 @@ async fn main() -> anyhow::Result<()> {
             channels,
             global,
         } => discord::pacing_discord(messages, channels, global).await,
+        Scenario::Sms {
+            messages,
+            concurrency,
+            store,
+        } => sms::sms(messages, concurrency, &store).await,
+        Scenario::Kannel {
+            messages,
+            concurrency,
+            sendsms,
+            status,
+            pids,
+        } => sms::kannel(messages, concurrency, &sendsms, &status, &pids).await,
         Scenario::IngestTelegram {
             updates,
             concurrency,

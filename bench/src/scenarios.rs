@@ -251,12 +251,12 @@ async fn wait_inbound(http: &reqwest::Client, base: &str, n: usize) -> anyhow::R
     }
 }
 
-struct Run {
-    rate: f64,
-    p50: Duration,
-    p99: Duration,
-    errors: usize,
-    cpu: f64,
+pub(crate) struct Run {
+    pub(crate) rate: f64,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
+    pub(crate) errors: usize,
+    pub(crate) cpu: f64,
 }
 
 /// A body to POST and the header it carries, if any.
@@ -264,26 +264,45 @@ type Request = (Vec<u8>, Option<(&'static str, String)>);
 
 /// POSTs every body (with its header, if any) `concurrency` at a time; latencies of the 2xx.
 async fn drive(url: String, requests: Vec<Request>, concurrency: usize) -> Run {
-    let http = reqwest::Client::builder()
+    let http = client(concurrency);
+    let requests: Vec<std::sync::Mutex<Option<Request>>> =
+        requests.into_iter().map(|r| std::sync::Mutex::new(Some(r))).collect();
+    drive_with(requests.len(), concurrency, |i| {
+        let (body, header) = requests[i].lock().unwrap().take().unwrap_or_default();
+        let mut r = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some((name, value)) = header {
+            r = r.header(name, value);
+        }
+        r
+    })
+    .await
+}
+
+/// A client keeping `concurrency` connections alive.
+pub(crate) fn client(concurrency: usize) -> reqwest::Client {
+    reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Sends request `0..n` (made by `make`) `concurrency` at a time; latencies of the 2xx.
+pub(crate) async fn drive_with(
+    n: usize,
+    concurrency: usize,
+    make: impl Fn(usize) -> reqwest::RequestBuilder,
+) -> Run {
     let cpu0 = cpu_seconds();
     let started = Instant::now();
-    let results: Vec<Result<Duration, ()>> = futures::stream::iter(requests)
-        .map(|(body, header)| {
-            let http = http.clone();
-            let url = url.clone();
+    let results: Vec<Result<Duration, ()>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let request = make(i);
             async move {
                 let t = Instant::now();
-                let mut r = http
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(body);
-                if let Some((name, value)) = header {
-                    r = r.header(name, value);
-                }
-                match r.send().await {
+                match request.send().await {
                     Ok(resp) if resp.status().is_success() => Ok(t.elapsed()),
                     _ => Err(()),
                 }
