@@ -24,3 +24,5 @@ done
 "$bench" kannel --messages "$MESSAGES" --concurrency "$CONCURRENCY" --pids "$bb,$sb"
 cleanup; pids=()
 "$bench" sms --messages "$MESSAGES" --concurrency "$CONCURRENCY"
+"$bench" sms --messages "$MESSAGES" --concurrency "$CONCURRENCY" --reports
+"$bench" sms --messages "$MESSAGES" --concurrency "$CONCURRENCY" --accept-only

@@ -54,6 +54,12 @@ enum Scenario {
         /// `sqlite` or a postgres:// URL.
         #[arg(long, default_value = "sqlite")]
         store: String,
+        /// With the bot stopped: what accepting alone costs.
+        #[arg(long)]
+        accept_only: bool,
+        /// Have the provider post delivery reports back (two per message).
+        #[arg(long)]
+        reports: bool,
     },
     /// Kannel's sendsms under the same load (Kannel started by bench/kannel/run.sh).
     Kannel {
@@ -112,7 +118,9 @@ async fn main() -> anyhow::Result<()> {
             messages,
             concurrency,
             store,
-        } => sms::sms(messages, concurrency, &store).await,
+            accept_only,
+            reports,
+        } => sms::sms(messages, concurrency, &store, accept_only, reports).await,
         Scenario::Kannel {
             messages,
             concurrency,

@@ -42,7 +42,13 @@ fn header() {
 
 /// Switchboard: an Africa's Talking bot, its delivery reports coming back signed-off by the
 /// gateway (durable both ways).
-pub async fn sms(messages: usize, concurrency: usize, store: &str) -> anyhow::Result<()> {
+pub async fn sms(
+    messages: usize,
+    concurrency: usize,
+    store: &str,
+    accept_only: bool,
+    reports: bool,
+) -> anyhow::Result<()> {
     let sim = SmsSim::start(SmsConfig::without_rate_limits()).await?;
     sim.add_at_account(AT_USER, AT_KEY, 1e12);
     let dir = tempfile::tempdir()?;
@@ -78,8 +84,10 @@ provider = "africastalking"
 username = "{AT_USER}"
 api_key = "{AT_KEY}"
 api_base = "{base}"
-throughput_per_second = 100000
+throughput_per_second = 10000
+enabled = {enabled}
 "#,
+        enabled = !accept_only,
         base = sim.base_url()
     );
     let env: HashMap<String, String> = [
@@ -100,11 +108,13 @@ throughput_per_second = 100000
     })?;
     let gateway = Gateway::start(config, registry).await?;
     let base = format!("http://{}", gateway.addr);
-    sim.set_at_callbacks(
+    if reports {
+        sim.set_at_callbacks(
         AT_USER,
         &format!("{base}/webhooks/sms/sms/status"),
         &format!("{base}/webhooks/sms/sms/inbound"),
-    );
+        );
+    }
     let http = client(concurrency);
     let url = format!("{base}/v1/messages");
     let started = Instant::now();
@@ -115,17 +125,21 @@ throughput_per_second = 100000
         }))
     })
     .await;
-    while sim.sent(Provider::AfricasTalking, AT_USER).len() < messages - run.errors {
+    while !accept_only && sim.sent(Provider::AfricasTalking, AT_USER).len() < messages - run.errors {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(600),
             "gave up waiting for deliveries"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let delivered = messages as f64 / started.elapsed().as_secs_f64();
-    println!("scenario: sms  messages={messages} concurrency={concurrency} store={store}");
+    let delivered = (!accept_only).then(|| messages as f64 / started.elapsed().as_secs_f64());
+    println!(
+        "scenario: sms  messages={messages} concurrency={concurrency} store={store}{}{}",
+        if accept_only { " (bot stopped: accept only)" } else { "" },
+        if reports { " (delivery reports on)" } else { "" }
+    );
     header();
-    print("Switchboard (durable)", messages, &run, Some(delivered), peak_rss_mib());
+    print("Switchboard (durable)", messages, &run, delivered, peak_rss_mib());
     gateway.shutdown().await;
     sim.shutdown();
     Ok(())

@@ -315,3 +315,17 @@ async fn the_test_endpoint_sends_one_sms_and_the_balance_is_served() {
     assert!(b["amount"].as_str().unwrap().parse::<f64>().unwrap() <= 12.5);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_delivery_records_the_providers_code() {
+    let Setup { sim, t } = setup(SmsConfig::default(), "", (10.0, 1000.0, 100.0)).await;
+    let unreachable = "+14155552672";
+    sim.fail_number(unreachable, "30003");
+    let (_, m) = send(&t, "tw", unreachable, "are you there?").await;
+    let m = t
+        .wait_message(ACME_KEY, m["id"].as_str().unwrap(), "failed", Duration::from_secs(15))
+        .await;
+    assert_eq!(m["error"]["platform_code"], "30003", "{m}");
+    assert!(m["error"]["message"].as_str().unwrap().contains("undelivered"), "{m}");
+    t.stop().await;
+}
