@@ -69,7 +69,10 @@ enum Scenario {
         concurrency: usize,
         #[arg(long, default_value = "http://127.0.0.1:13013/cgi-bin/sendsms")]
         sendsms: String,
-        #[arg(long, default_value = "http://127.0.0.1:13000/status.txt?password=bench")]
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:13000/status.txt?password=bench"
+        )]
         status: String,
         /// bearerbox and smsbox, for their peak RSS.
         #[arg(long, value_delimiter = ',')]

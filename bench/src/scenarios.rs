@@ -265,8 +265,10 @@ type Request = (Vec<u8>, Option<(&'static str, String)>);
 /// POSTs every body (with its header, if any) `concurrency` at a time; latencies of the 2xx.
 async fn drive(url: String, requests: Vec<Request>, concurrency: usize) -> Run {
     let http = client(concurrency);
-    let requests: Vec<std::sync::Mutex<Option<Request>>> =
-        requests.into_iter().map(|r| std::sync::Mutex::new(Some(r))).collect();
+    let requests: Vec<std::sync::Mutex<Option<Request>>> = requests
+        .into_iter()
+        .map(|r| std::sync::Mutex::new(Some(r)))
+        .collect();
     drive_with(requests.len(), concurrency, |i| {
         let (body, header) = requests[i].lock().unwrap().take().unwrap_or_default();
         let mut r = http

@@ -110,9 +110,9 @@ enabled = {enabled}
     let base = format!("http://{}", gateway.addr);
     if reports {
         sim.set_at_callbacks(
-        AT_USER,
-        &format!("{base}/webhooks/sms/sms/status"),
-        &format!("{base}/webhooks/sms/sms/inbound"),
+            AT_USER,
+            &format!("{base}/webhooks/sms/sms/status"),
+            &format!("{base}/webhooks/sms/sms/inbound"),
         );
     }
     let http = client(concurrency);
@@ -125,7 +125,8 @@ enabled = {enabled}
         }))
     })
     .await;
-    while !accept_only && sim.sent(Provider::AfricasTalking, AT_USER).len() < messages - run.errors {
+    while !accept_only && sim.sent(Provider::AfricasTalking, AT_USER).len() < messages - run.errors
+    {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(600),
             "gave up waiting for deliveries"
@@ -135,11 +136,25 @@ enabled = {enabled}
     let delivered = (!accept_only).then(|| messages as f64 / started.elapsed().as_secs_f64());
     println!(
         "scenario: sms  messages={messages} concurrency={concurrency} store={store}{}{}",
-        if accept_only { " (bot stopped: accept only)" } else { "" },
-        if reports { " (delivery reports on)" } else { "" }
+        if accept_only {
+            " (bot stopped: accept only)"
+        } else {
+            ""
+        },
+        if reports {
+            " (delivery reports on)"
+        } else {
+            ""
+        }
     );
     header();
-    print("Switchboard (durable)", messages, &run, delivered, peak_rss_mib());
+    print(
+        "Switchboard (durable)",
+        messages,
+        &run,
+        delivered,
+        peak_rss_mib(),
+    );
     gateway.shutdown().await;
     sim.shutdown();
     Ok(())
@@ -197,6 +212,12 @@ pub async fn kannel(
         / 1024.0;
     println!("scenario: kannel  messages={messages} concurrency={concurrency}");
     header();
-    print("Kannel 1.4.5 (bearerbox + smsbox)", messages, &run, Some(delivered), rss);
+    print(
+        "Kannel 1.4.5 (bearerbox + smsbox)",
+        messages,
+        &run,
+        Some(delivered),
+        rss,
+    );
     Ok(())
 }

@@ -323,9 +323,20 @@ async fn a_failed_delivery_records_the_providers_code() {
     sim.fail_number(unreachable, "30003");
     let (_, m) = send(&t, "tw", unreachable, "are you there?").await;
     let m = t
-        .wait_message(ACME_KEY, m["id"].as_str().unwrap(), "failed", Duration::from_secs(15))
+        .wait_message(
+            ACME_KEY,
+            m["id"].as_str().unwrap(),
+            "failed",
+            Duration::from_secs(15),
+        )
         .await;
     assert_eq!(m["error"]["platform_code"], "30003", "{m}");
-    assert!(m["error"]["message"].as_str().unwrap().contains("undelivered"), "{m}");
+    assert!(
+        m["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("undelivered"),
+        "{m}"
+    );
     t.stop().await;
 }
