@@ -60,6 +60,10 @@ enum Scenario {
         /// Have the provider post delivery reports back (two per message).
         #[arg(long)]
         reports: bool,
+        /// SQLite's `synchronous`: FULL (fsync at every commit, the default) or NORMAL
+        /// (WAL: durable against a crash of the process, not of the machine).
+        #[arg(long, default_value = "FULL")]
+        sync: String,
     },
     /// Kannel's sendsms under the same load (Kannel started by bench/kannel/run.sh).
     Kannel {
@@ -123,7 +127,8 @@ async fn main() -> anyhow::Result<()> {
             store,
             accept_only,
             reports,
-        } => sms::sms(messages, concurrency, &store, accept_only, reports).await,
+            sync,
+        } => sms::sms(messages, concurrency, &store, accept_only, reports, &sync).await,
         Scenario::Kannel {
             messages,
             concurrency,

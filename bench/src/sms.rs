@@ -48,6 +48,7 @@ pub async fn sms(
     store: &str,
     accept_only: bool,
     reports: bool,
+    sync: &str,
 ) -> anyhow::Result<()> {
     let sim = SmsSim::start(SmsConfig::without_rate_limits()).await?;
     sim.add_at_account(AT_USER, AT_KEY, 1e12);
@@ -68,6 +69,7 @@ public_url = "http://{listen}"
 tenant_rate_limit = "none"
 [storage]
 url = "env:BENCH_STORE"
+sqlite_synchronous = "{sync}"
 [security]
 master_key = "env:BENCH_MASTER_KEY"
 [outbox]
@@ -135,7 +137,7 @@ enabled = {enabled}
     }
     let delivered = (!accept_only).then(|| messages as f64 / started.elapsed().as_secs_f64());
     println!(
-        "scenario: sms  messages={messages} concurrency={concurrency} store={store}{}{}",
+        "scenario: sms  messages={messages} concurrency={concurrency} store={store} synchronous={sync}{}{}",
         if accept_only {
             " (bot stopped: accept only)"
         } else {
