@@ -70,7 +70,7 @@ api_base = "{base}"
                 .join("; ")
         )
     })?;
-    Ok(Gateway::start(config, registry).await?)
+    Gateway::start(config, registry).await
 }
 
 /// `messages` texts round-robin over `channels` channels.
