@@ -442,7 +442,8 @@ async fn interactions_are_verified_pinged_and_answered_within_three_seconds() {
         .await
         .unwrap();
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.body["type"], 5, "a deferred answer: {}", reply.body);
+    assert_eq!(reply.body["type"], 4, "an answer at once: {}", reply.body);
+    assert_eq!(reply.body["data"]["flags"], 64, "only its user sees it");
     assert!(reply.took < Duration::from_secs(3));
     let msgs = inbound(&t, 1).await;
     assert_eq!(msgs.len(), 1, "the forged interaction stored nothing");

@@ -340,3 +340,27 @@ async fn a_failed_delivery_records_the_providers_code() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_twilio_account_out_of_balance_pauses_rather_than_fails() {
+    // USD 0.0079 per segment: two messages' worth, then Twilio refuses with 20003.
+    let Setup { sim, t } = setup(SmsConfig::default(), "", (0.02, 1000.0, 100.0)).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (_, m) = send(&t, "tw", US_USER, &format!("reminder {i}")).await;
+        ids.push(m["id"].as_str().unwrap().to_owned());
+    }
+    let bot = t
+        .wait_state(ACME_KEY, "tw", "paused", Duration::from_secs(10))
+        .await;
+    assert!(
+        bot["state_reason"].as_str().unwrap().contains("balance"),
+        "{bot}"
+    );
+    sim.set_balance(Provider::Twilio, TW_SID, 5.0);
+    for id in &ids {
+        delivered(&t, id).await;
+    }
+    assert_eq!(sim.sent(Provider::Twilio, TW_SID).len(), 4);
+    t.stop().await;
+}

@@ -102,9 +102,10 @@ impl DiscordConnector {
             limit["reset_after"].as_u64(),
         ) {
             let concurrency = limit["max_concurrency"].as_u64().unwrap_or(1).max(1);
+            // twilight asserts remaining <= total.
             self.queue.update(
                 concurrency.min(u16::MAX as u64) as u16,
-                remaining.min(u32::MAX as u64) as u32,
+                remaining.min(total).min(u32::MAX as u64) as u32,
                 Duration::from_millis(reset_after),
                 total.min(u32::MAX as u64) as u32,
             );
@@ -203,7 +204,13 @@ pub(crate) async fn run(
                 )));
             }
             if frame.t.as_deref() == Some("INTERACTION_CREATE") {
-                interactions::acknowledge(connector, &frame.d).await;
+                // Not awaited here: the session must keep being polled (heartbeats).
+                tokio::spawn(interactions::acknowledge(
+                    connector.bot_id.clone(),
+                    connector.rest.clone(),
+                    connector.settings.command_ack.clone(),
+                    frame.d,
+                ));
             }
         }
         if let Some(session) = shard.session() {

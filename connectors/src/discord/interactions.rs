@@ -5,8 +5,9 @@
 //! application's public key over `X-Signature-Timestamp` + the raw body, and a timestamp more
 //! than 5 minutes off is refused (a replay); both answer 401 and store nothing. A PING gets a
 //! PONG. Commands, button presses and modal submissions are stored as inbound messages, then
-//! answered with a deferred response (Discord waits 3 s at most; the reply comes later through
-//! `POST /v1/messages`): "thinking" for a command, a silent acknowledgement for a button.
+//! answered (Discord waits 3 s at most): a command with the bot's `command_ack`, shown to its
+//! user only (the reply comes later through `POST /v1/messages`; a deferred "thinking" would
+//! never be completed), a button press with a silent acknowledgement.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde_json::{Value, json};
@@ -14,8 +15,11 @@ use switchboard_core::connector::{InboundSink, WebhookRequest, WebhookResponse};
 use twilight_model::http::interaction::{InteractionResponse, InteractionResponseType};
 use twilight_model::id::Id;
 
+use std::sync::Arc;
+
 use super::DiscordConnector;
 use super::inbound::{self, APPLICATION_COMMAND, AUTOCOMPLETE, MESSAGE_COMPONENT, PING};
+use super::rest::Rest;
 
 /// How far `X-Signature-Timestamp` may be from our clock.
 const MAX_SKEW_SECS: i64 = 300;
@@ -58,20 +62,34 @@ pub(crate) fn verify(
     Ok(())
 }
 
-/// The response that acknowledges an interaction now and leaves the reply for later.
-pub(crate) fn deferred(kind: u64) -> Option<InteractionResponse> {
-    let kind = match kind {
-        APPLICATION_COMMAND => InteractionResponseType::DeferredChannelMessageWithSource,
-        MESSAGE_COMPONENT | inbound::MODAL_SUBMIT => InteractionResponseType::DeferredUpdateMessage,
-        AUTOCOMPLETE => InteractionResponseType::ApplicationCommandAutocompleteResult,
+/// The response that answers an interaction at once: a command gets the bot's `command_ack`,
+/// shown only to the user who ran it (its real reply comes later as a message through the
+/// API: a deferred "thinking" would never be completed and end in "did not respond"); a
+/// button press or a form is acknowledged silently; autocomplete offers no choices.
+pub(crate) fn answer(kind: u64, command_ack: &str) -> Option<InteractionResponse> {
+    use twilight_model::channel::message::MessageFlags;
+    use twilight_model::http::interaction::InteractionResponseData;
+    let (kind, data) = match kind {
+        APPLICATION_COMMAND => (
+            InteractionResponseType::ChannelMessageWithSource,
+            Some(InteractionResponseData {
+                content: Some(command_ack.to_owned()),
+                flags: Some(MessageFlags::EPHEMERAL),
+                ..Default::default()
+            }),
+        ),
+        MESSAGE_COMPONENT | inbound::MODAL_SUBMIT => {
+            (InteractionResponseType::DeferredUpdateMessage, None)
+        }
+        AUTOCOMPLETE => (
+            InteractionResponseType::ApplicationCommandAutocompleteResult,
+            Some(InteractionResponseData {
+                choices: Some(Vec::new()),
+                ..Default::default()
+            }),
+        ),
         _ => return None,
     };
-    let data = (kind == InteractionResponseType::ApplicationCommandAutocompleteResult).then(|| {
-        twilight_model::http::interaction::InteractionResponseData {
-            choices: Some(Vec::new()),
-            ..Default::default()
-        }
-    });
     Some(InteractionResponse { kind, data })
 }
 
@@ -107,7 +125,7 @@ pub(crate) async fn handle(
     if kind == PING {
         return WebhookResponse::json(200, &json!({ "type": 1 }));
     }
-    let Some(response) = deferred(kind) else {
+    let Some(response) = answer(kind, &connector.settings.command_ack) else {
         return WebhookResponse::text(400, format!("unknown interaction type {kind}"));
     };
     if let Some(event) = inbound::interaction(&payload)
@@ -121,7 +139,7 @@ pub(crate) async fn handle(
 }
 
 /// Answers a gateway INTERACTION_CREATE through REST, after it was stored.
-pub(crate) async fn acknowledge(connector: &DiscordConnector, d: &Value) {
+pub(crate) async fn acknowledge(bot_id: String, rest: Arc<Rest>, command_ack: String, d: Value) {
     let (Some(id), Some(token), Some(kind)) = (
         d["id"].as_str().and_then(super::snowflake),
         d["token"].as_str(),
@@ -129,17 +147,17 @@ pub(crate) async fn acknowledge(connector: &DiscordConnector, d: &Value) {
     ) else {
         return;
     };
-    let Some(response) = deferred(kind) else {
+    let Some(response) = answer(kind, &command_ack) else {
         return;
     };
     let application = d["application_id"]
         .as_str()
         .and_then(super::snowflake)
         .unwrap_or(1);
-    let client = connector.rest.build().interaction(Id::new(application));
+    let client = rest.build().interaction(Id::new(application));
     let request = client.create_response(Id::new(id), token, &response);
-    if let Err(e) = connector.rest.execute(request, None).await {
-        tracing::warn!(bot = %connector.bot_id, error = %e, "cannot acknowledge a Discord interaction");
+    if let Err(e) = rest.execute(request, None).await {
+        tracing::warn!(bot = %bot_id, error = %e, "cannot acknowledge a Discord interaction");
     }
 }
 
@@ -185,11 +203,13 @@ mod tests {
     }
 
     #[test]
-    fn commands_are_deferred_with_thinking_and_buttons_silently() {
-        let command = serde_json::to_value(deferred(APPLICATION_COMMAND).unwrap()).unwrap();
-        assert_eq!(command["type"], 5);
-        let button = serde_json::to_value(deferred(MESSAGE_COMPONENT).unwrap()).unwrap();
+    fn commands_get_an_ephemeral_answer_and_buttons_a_silent_one() {
+        let command = serde_json::to_value(answer(APPLICATION_COMMAND, "ok!").unwrap()).unwrap();
+        assert_eq!(command["type"], 4);
+        assert_eq!(command["data"]["content"], "ok!");
+        assert_eq!(command["data"]["flags"], 64);
+        let button = serde_json::to_value(answer(MESSAGE_COMPONENT, "ok!").unwrap()).unwrap();
         assert_eq!(button["type"], 6);
-        assert!(deferred(99).is_none());
+        assert!(answer(99, "ok!").is_none());
     }
 }

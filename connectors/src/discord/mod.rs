@@ -1,7 +1,7 @@
 //! Discord connector: a twilight gateway session for inbound, REST for outbound, HTTP
 //! interactions through the ingress.
 //!
-//! Settings: `api_base` (default `https://discord.com`), `intents` (names, default
+//! Settings: `api_base` (default `https://discord.com`), `command_ack`, `intents` (names, default
 //! `["guild_messages", "direct_messages", "message_content"]`), `application_public_key` (hex,
 //! for `/webhooks/discord/{bot}/interactions`). Credential: `token`.
 //!
@@ -22,7 +22,7 @@
 //!   unfurls, buttons as components, replies as message references. Mentions of users only
 //!   (`@everyone`, `@here` and roles in a text stay inert).
 //! - `interactions`: Ed25519 over timestamp + raw body, stale timestamps refused, PING/PONG,
-//!   commands and button presses stored, then answered with a deferred response.
+//!   commands and button presses stored, then answered (`command_ack`, ephemeral; buttons silently).
 
 mod gateway;
 mod inbound;
@@ -67,6 +67,8 @@ pub const INTENTS: &[(&str, u64)] = &[
     ("direct_message_reactions", 1 << 13),
     ("message_content", 1 << 15),
 ];
+/// What a user sees at once after a slash command, only them (ephemeral).
+pub const DEFAULT_COMMAND_ACK: &str = "Received. The answer follows in this channel.";
 const DEFAULT_INTENTS: &[&str] = &["guild_messages", "direct_messages", "message_content"];
 
 /// Builds Discord connectors; one HTTP client (connection pool) for all bots.
@@ -99,6 +101,8 @@ pub(crate) struct Settings {
     pub api: String,
     pub intents: u64,
     pub public_key: Option<VerifyingKey>,
+    /// The ephemeral answer a slash command gets at once (the reply follows as a message).
+    pub command_ack: String,
 }
 
 fn settings(map: &Map<String, Value>) -> Result<Settings, Vec<(String, String)>> {
@@ -156,11 +160,25 @@ fn settings(map: &Map<String, Value>) -> Result<Settings, Vec<(String, String)>>
             }
         },
     };
+    let command_ack = match map.get("command_ack") {
+        None => DEFAULT_COMMAND_ACK.to_owned(),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_TEXT => {
+            s.clone()
+        }
+        Some(v) => {
+            problems.push((
+                "command_ack".into(),
+                format!("must be a text of 1 to {MAX_TEXT} characters, got {v}"),
+            ));
+            String::new()
+        }
+    };
     if problems.is_empty() {
         Ok(Settings {
             api: format!("{}/api/v10", base.trim_end_matches('/')),
             intents,
             public_key,
+            command_ack,
         })
     } else {
         Err(problems)
@@ -252,7 +270,7 @@ impl ConnectorFactory for DiscordFactory {
             bot_id: bot.id.clone(),
             settings,
             token,
-            rest,
+            rest: Arc::new(rest),
             queue: twilight_gateway::queue::InMemoryQueue::default(),
             me: Mutex::new(None),
             session: Mutex::new(None),
@@ -272,7 +290,7 @@ pub struct DiscordConnector {
     bot_id: String,
     settings: Settings,
     token: Secret,
-    rest: rest::Rest,
+    rest: Arc<rest::Rest>,
     /// Identifies of every run of this bot wait here (`max_concurrency` per 5 s and the
     /// daily session starts, as `GET /gateway/bot` reports them).
     queue: twilight_gateway::queue::InMemoryQueue,

@@ -30,11 +30,20 @@ pub(crate) fn check(content: &Content, options: &SendOptions) -> Result<(), Stri
             file_id: Some(_), ..
         } => Err("Discord has no file ids: give the media by url".into()),
         Content::Media {
-            caption: Some(c), ..
-        } if c.chars().count() > MAX_TEXT - 200 => Err(format!(
-            "the caption is over {} characters (Discord's message limit is {MAX_TEXT} with the link)",
-            MAX_TEXT - 200
-        )),
+            caption: Some(c),
+            url: Some(u),
+            filename,
+            ..
+        } if c.chars().count()
+            + u.chars().count()
+            + filename.as_ref().map_or(0, |f| f.chars().count() + 4)
+            + 1
+            > MAX_TEXT =>
+        {
+            Err(format!(
+                "the caption and the media link are over Discord's {MAX_TEXT} characters together"
+            ))
+        }
         Content::Buttons { text, .. } if too_long(text) => Err(format!(
             "the buttons text is over Discord's {MAX_TEXT} characters"
         )),
@@ -262,8 +271,8 @@ pub(crate) async fn send(
                 let bucket = bucket.clone();
                 async move {
                     if !first {
-                        // The dispatcher paced the first part; the bucket paces the rest.
-                        connector.rest.until_bucket_ready(&bucket).await;
+                        // The dispatcher paced the first part; the rest are paced here.
+                        connector.rest.pace(&bucket).await;
                     }
                     let draft = Draft {
                         content: part,

@@ -60,11 +60,15 @@ impl Rest {
         self.pacer.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Waits for the bucket of `key` (a send beyond the first of a split text, which the
-    /// dispatcher did not pace).
-    pub async fn until_bucket_ready(&self, key: &str) {
+    /// Paces a send the dispatcher did not (parts beyond the first of a split text): the
+    /// channel's bucket, then the global limit.
+    pub async fn pace(&self, channel: &str) {
         if let Some(pacer) = self.current_pacer() {
-            pacer.until_bucket_ready(key).await;
+            let key = switchboard_core::rate::PaceKey {
+                chat: channel.to_owned(),
+                kind: switchboard_core::model::ConversationKind::Group,
+            };
+            pacer.acquire(&key).await;
         }
     }
 

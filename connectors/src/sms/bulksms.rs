@@ -102,6 +102,7 @@ impl Provider for BulkSms {
             "body": sms.body,
             "encoding": match sms.encoding { Encoding::Gsm7 => "TEXT", Encoding::Ucs2 => "UNICODE" },
             "longMessageMaxParts": self.max_parts,
+            "deliveryReports": "ALL",
             "userSuppliedId": sms.reference,
         });
         if let Some(from) = &self.from {

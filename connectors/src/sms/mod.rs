@@ -118,6 +118,19 @@ impl Kind {
         }
     }
 
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Twilio => "twilio",
+            Kind::AfricasTalking => "africastalking",
+            Kind::BulkSms => "bulksms",
+        }
+    }
+
+    /// Whether the provider signs its webhooks (then `webhook_secret` is not used).
+    fn signs_webhooks(self) -> bool {
+        self == Kind::Twilio
+    }
+
     fn secret(self) -> &'static str {
         match self {
             Kind::Twilio => "auth_token",
@@ -223,7 +236,7 @@ fn settings(map: &Map<String, Value>) -> Result<Settings, Vec<(String, String)>>
         {
             problems.push((
                 (*key).into(),
-                format!("is required for {} bots", map["provider"]),
+                format!("is required for {} bots", kind.name()),
             ));
         }
     }
@@ -294,7 +307,7 @@ impl ConnectorFactory for SmsFactory {
             Err(problems) => problems,
             Ok(s) if !credentials.contains_key(s.kind.secret()) => vec![(
                 s.kind.secret().into(),
-                format!("is required for {} bots", map["provider"]),
+                format!("is required for {} bots", s.kind.name()),
             )],
             Ok(_) => Vec::new(),
         }
@@ -319,7 +332,15 @@ impl ConnectorFactory for SmsFactory {
         let Content::Text { text } = content else {
             return Ok(None);
         };
-        let max = settings(map).map(|s| s.max_segments).unwrap_or(10);
+        let (max, kind) = settings(map)
+            .map(|s| (s.max_segments, s.kind))
+            .unwrap_or((10, Kind::Twilio));
+        if kind == Kind::Twilio && text.chars().count() > 1600 {
+            return Err(format!(
+                "the text has {} characters, over Twilio's 1600",
+                text.chars().count()
+            ));
+        }
         let s = segment(text);
         if s.segments > max {
             return Err(format!(
@@ -366,9 +387,9 @@ impl ConnectorFactory for SmsFactory {
             settings: s,
             provider,
             webhook_secret: credentials.get("webhook_secret").cloned(),
-            public_url: Mutex::new(None),
+            public_url: tokio::sync::OnceCell::new(),
             balance: Mutex::new(None),
-            funds_floor: Mutex::new(None),
+            funds_floor: Mutex::new(Floor::None),
             pacer: Mutex::new(None),
         }))
     }
@@ -396,10 +417,10 @@ pub struct SmsConnector {
     provider: Box<dyn Provider>,
     webhook_secret: Option<Secret>,
     /// `server.public_url`, learned when the bot runs (Twilio signs the URL it posts to).
-    public_url: Mutex<Option<String>>,
+    public_url: tokio::sync::OnceCell<Option<String>>,
     balance: Mutex<Option<Balance>>,
-    /// The balance when a send was refused for funds: sending resumes above it.
-    funds_floor: Mutex<Option<f64>>,
+    /// Below what balance sending stays paused, after a send was refused for funds.
+    funds_floor: Mutex<Floor>,
     pacer: Mutex<Option<Arc<GovernorPacer>>>,
 }
 
@@ -413,29 +434,53 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What a paused bot's balance must exceed to resume.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Floor {
+    /// Not paused by a refusal.
+    None,
+    /// Refused for funds, but the balance could not be read then: the next read is the floor.
+    Unknown,
+    At(f64),
+}
+
 /// The number in a balance like "KES 1785.50" or "12.34".
 fn amount(balance: &Balance) -> Option<f64> {
     balance.amount.trim().parse().ok()
 }
 
 impl SmsConnector {
-    fn webhook_url(&self, subpath: &str) -> Option<String> {
-        lock(&self.public_url).as_ref().map(|base| {
-            format!(
-                "{}/webhooks/sms/{}{subpath}",
-                base.trim_end_matches('/'),
-                self.bot_id
-            )
-        })
+    /// The webhook URL of `subpath` under `server.public_url`, once the run said it.
+    async fn webhook_url(&self, subpath: &str) -> Option<String> {
+        let base = match self.public_url.get() {
+            Some(base) => base.clone(),
+            // The outbox may be attached a moment before the run starts.
+            None => tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    if let Some(base) = self.public_url.get() {
+                        return base.clone();
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+            .ok()
+            .flatten(),
+        }?;
+        Some(format!(
+            "{}/webhooks/sms/{}{subpath}",
+            base.trim_end_matches('/'),
+            self.bot_id
+        ))
     }
 
     /// After a refusal for funds: read the balance now, and resume only above it.
     async fn refused_for_funds(&self, e: ConnectorError) -> ConnectorError {
-        if let Ok(b) = self.balance(true).await
-            && let Some(a) = amount(&b)
-        {
-            *lock(&self.funds_floor) = Some(a);
-        }
+        let floor = match self.balance(true).await.ok().as_ref().and_then(amount) {
+            Some(a) => Floor::At(a),
+            None => Floor::Unknown,
+        };
+        *lock(&self.funds_floor) = floor;
         e
     }
 
@@ -457,6 +502,9 @@ impl SmsConnector {
         let Some(secret) = &self.webhook_secret else {
             return true;
         };
+        if self.settings.kind.signs_webhooks() {
+            return true;
+        }
         url::form_urlencoded::parse(request.query.as_bytes())
             .any(|(k, v)| k == "secret" && secret.matches(v.as_bytes()))
     }
@@ -466,7 +514,10 @@ impl SmsConnector {
 impl Connector for SmsConnector {
     /// Webhook-only: learn the public URL, check the account, then wait.
     async fn run(&self, ctx: RunContext) -> Result<(), ConnectorError> {
-        *lock(&self.public_url) = ctx.public_url.clone();
+        let _ = self.public_url.set(ctx.public_url.clone());
+        if self.webhook_secret.is_none() && !self.settings.kind.signs_webhooks() {
+            tracing::warn!(bot = %self.bot_id, provider = self.settings.kind.name(), "this provider does not sign its callbacks and the bot has no webhook_secret: anyone who knows the URL can post delivery reports and inbound SMS");
+        }
         if ctx.public_url.is_none() {
             tracing::warn!(bot = %self.bot_id, "server.public_url is not set: no delivery reports from providers that take a callback URL per message, and Twilio signatures cannot be checked");
         }
@@ -496,7 +547,7 @@ impl Connector for SmsConnector {
             to,
             body: text,
             encoding: seg.encoding,
-            status_callback: self.webhook_url("/status"),
+            status_callback: self.webhook_url("/status").await,
             reference: &request.message.id,
         };
         match self.provider.send(&sms).await {
@@ -504,20 +555,21 @@ impl Connector for SmsConnector {
             Err(e @ ConnectorError::InsufficientFunds { .. }) => {
                 Err(self.refused_for_funds(e).await)
             }
-            Err(e) if self.provider.may_be_funds(&e) => {
-                match self.balance(true).await.ok().as_ref().and_then(amount) {
-                    Some(a) if a <= self.settings.min_balance => {
-                        *lock(&self.funds_floor) = Some(a);
-                        Err(ConnectorError::InsufficientFunds {
-                            message: format!(
-                                "the provider refused the send and the balance is {a}"
-                            ),
-                            platform_code: e.platform_code().map(str::to_owned),
-                        })
-                    }
-                    _ => Err(e),
+            // Twilio refuses with an authentication error when the balance is exhausted: if
+            // the same credentials still read the balance, they are fine and it is the funds.
+            Err(e) if self.provider.may_be_funds(&e) => match self.balance(true).await {
+                Ok(b) => {
+                    *lock(&self.funds_floor) = amount(&b).map_or(Floor::Unknown, Floor::At);
+                    Err(ConnectorError::InsufficientFunds {
+                        message: format!(
+                            "the provider refused the send ({e}) with a balance of {} {}",
+                            b.amount, b.currency
+                        ),
+                        platform_code: e.platform_code().map(str::to_owned),
+                    })
                 }
-            }
+                Err(_) => Err(e),
+            },
             Err(e) => Err(e),
         }
     }
@@ -529,16 +581,24 @@ impl Connector for SmsConnector {
         let Some(a) = amount(&balance) else {
             return Ok(());
         };
-        let floor = lock(&self.funds_floor)
-            .unwrap_or(f64::MIN)
-            .max(self.settings.min_balance);
-        if a <= floor {
-            return Err(ConnectorError::InsufficientFunds {
-                message: format!("balance {} {}", balance.amount, balance.currency),
-                platform_code: None,
-            });
+        let exhausted = || ConnectorError::InsufficientFunds {
+            message: format!("balance {} {}", balance.amount, balance.currency),
+            platform_code: None,
+        };
+        let mut floor = lock(&self.funds_floor);
+        let at = match *floor {
+            Floor::Unknown => {
+                // Paused without knowing the balance then: this read is the floor.
+                *floor = Floor::At(a);
+                return Err(exhausted());
+            }
+            Floor::At(f) => f.max(self.settings.min_balance),
+            Floor::None => self.settings.min_balance,
+        };
+        if a <= at {
+            return Err(exhausted());
         }
-        *lock(&self.funds_floor) = None;
+        *floor = Floor::None;
         Ok(())
     }
 
@@ -575,7 +635,7 @@ impl Connector for SmsConnector {
         if !self.secret_ok(&request) {
             return WebhookResponse::text(401, "the secret query parameter does not match");
         }
-        let url = self.webhook_url(&subpath).map(|u| {
+        let url = self.webhook_url(&subpath).await.map(|u| {
             if request.query.is_empty() {
                 u
             } else {
