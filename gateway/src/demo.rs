@@ -1,6 +1,6 @@
 //! `switchboard demo`: the gateway on a throwaway SQLite store, embedded platform simulators,
-//! a demo tenant with an API key, a Telegram, a WhatsApp and a Discord demo bot, simulated
-//! users writing
+//! a demo tenant with an API key, a Telegram, a WhatsApp, a Discord and an SMS (Africa's
+//! Talking) demo bot, simulated users writing
 //! in and an echo reply from the bots, so a newcomer sees conversations and the live feed at
 //! once.
 
@@ -16,6 +16,7 @@ use switchboard_core::secret::{Cipher, generate_api_key};
 use switchboard_core::store::{NewOutbound, Recipient};
 use switchboard_dashboard_api::Control;
 use switchboard_sim::discord::{DiscordConfig, DiscordSim};
+use switchboard_sim::sms::{SmsConfig, SmsSim};
 use switchboard_sim::telegram::{ChatType, TelegramConfig, TelegramSim, UserMessage};
 use switchboard_sim::whatsapp::{PhoneNumber, WaUserMessage, WhatsAppConfig, WhatsAppSim};
 
@@ -33,6 +34,10 @@ const DC_BOT: &str = "demo-discord";
 const DC_TOKEN: &str = "ODk5MDAw.demo-discord-bot-token";
 const DC_GUILD: &str = "900000000000000001";
 const DC_CHANNEL: &str = "900000000000000010";
+const SMS_BOT: &str = "demo-sms";
+const SMS_USER: &str = "demo";
+const SMS_KEY: &str = "atsk_demo_not_a_real_key";
+const SMS_CODE: &str = "40404";
 
 const USERS: &[(i64, &str)] = &[
     (1001, "Amina"),
@@ -88,6 +93,10 @@ async fn run_in(listen: SocketAddr, dir: &std::path::Path) -> anyhow::Result<()>
         dc.add_dm_channel(&discord_dm(*id), name);
     }
     let dc_key = dc.public_key(DC_TOKEN).unwrap_or_default();
+    let sms = SmsSim::start(SmsConfig::default())
+        .await
+        .context("starting the SMS simulator")?;
+    sms.add_at_account(SMS_USER, SMS_KEY, 5000.0);
     let api_key = generate_api_key();
     let admin_token = format!("sbadm_{}", generate_api_key().trim_start_matches("sk_"));
     let env: HashMap<String, String> = [
@@ -98,6 +107,7 @@ async fn run_in(listen: SocketAddr, dir: &std::path::Path) -> anyhow::Result<()>
         ("DEMO_WA_TOKEN", WA_TOKEN.to_string()),
         ("DEMO_WA_APP_SECRET", WA_APP_SECRET.to_string()),
         ("DEMO_DC_TOKEN", DC_TOKEN.to_string()),
+        ("DEMO_SMS_KEY", SMS_KEY.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -106,6 +116,7 @@ async fn run_in(listen: SocketAddr, dir: &std::path::Path) -> anyhow::Result<()>
         r#"
 [server]
 listen = "{listen}"
+public_url = "http://{listen}"
 [storage]
 url = "sqlite://{db}"
 sqlite_synchronous = "NORMAL"
@@ -140,11 +151,23 @@ platform = "discord"
 token = "env:DEMO_DC_TOKEN"
 application_public_key = "{dc_key}"
 api_base = "{dc}"
+[[bots]]
+id = "{SMS_BOT}"
+tenant = "{TENANT}"
+platform = "sms"
+provider = "africastalking"
+username = "{SMS_USER}"
+api_key = "env:DEMO_SMS_KEY"
+webhook_secret = "demo-callback-secret"
+from = "{SMS_CODE}"
+default_region = "KE"
+api_base = "{sms_base}"
 "#,
         db = dir.join("demo.db").display(),
         sim = sim.base_url(),
         wa = wa.base_url(),
         dc = dc.base_url(),
+        sms_base = sms.base_url(),
     );
     let registry = switchboard_connectors::registry();
     let config = config::parse(&toml, dir, &env, &registry).map_err(|problems| {
@@ -160,6 +183,11 @@ api_base = "{dc}"
     let gateway = Gateway::start(config, registry).await?;
     let base = format!("http://{}", gateway.addr);
     wa.set_callback(WA_PHONE_ID, &format!("{base}/webhooks/whatsapp/{WA_BOT}"));
+    sms.set_at_callbacks(
+        SMS_USER,
+        &format!("{base}/webhooks/sms/{SMS_BOT}/status?secret=demo-callback-secret"),
+        &format!("{base}/webhooks/sms/{SMS_BOT}/inbound?secret=demo-callback-secret"),
+    );
     dc.set_interactions_endpoint(
         DC_TOKEN,
         &format!("{base}/webhooks/discord/{DC_BOT}/interactions"),
@@ -174,9 +202,10 @@ Switchboard demo is running.
   Simulators      {sim}             (Telegram Bot API; control API under /_sim)
                   {wa}             (WhatsApp Cloud API; control API under /_sim)
                   {dc}             (Discord REST + gateway; control API under /_sim)
+                  {sms_base}             (SMS: Twilio, Africa's Talking, BulkSMS; control API under /_sim)
 
-Simulated users write to the bots "{BOT}", "{WA_BOT}" and "{DC_BOT}" every few seconds; the
-bots echo.
+Simulated users write to the bots "{BOT}", "{WA_BOT}", "{DC_BOT}" and "{SMS_BOT}" every few
+seconds; the bots echo. GET /v1/bots/{SMS_BOT}/balance shows the SMS account's balance.
 Try:
   curl -s -H 'Authorization: Bearer {api_key}' {base}/v1/conversations
   curl -s -H 'Authorization: Bearer {api_key}' '{base}/v1/messages?limit=5'
@@ -190,9 +219,15 @@ Ctrl-C stops it (the demo's data lives in a temporary directory and is removed).
         sim = sim.base_url(),
         wa = wa.base_url(),
         dc = dc.base_url(),
+        sms_base = sms.base_url(),
         ws = base.replace("http://", "ws://"),
     );
-    let traffic = tokio::spawn(simulated_users(sim.clone(), wa.clone(), dc.clone()));
+    let traffic = tokio::spawn(simulated_users(
+        sim.clone(),
+        wa.clone(),
+        dc.clone(),
+        sms.clone(),
+    ));
     let echo = tokio::spawn(echo_replies(
         gateway.store.subscribe(),
         gateway.control.clone(),
@@ -204,6 +239,7 @@ Ctrl-C stops it (the demo's data lives in a temporary directory and is removed).
     sim.shutdown();
     wa.shutdown();
     dc.shutdown();
+    sms.shutdown();
     Ok(())
 }
 
@@ -213,7 +249,7 @@ fn discord_dm(user: i64) -> String {
     format!("9100000000000{user}")
 }
 
-async fn simulated_users(sim: TelegramSim, wa: WhatsAppSim, dc: DiscordSim) {
+async fn simulated_users(sim: TelegramSim, wa: WhatsAppSim, dc: DiscordSim, sms: SmsSim) {
     sim.add_chat(BOT_TOKEN, GROUP.0, ChatType::Supergroup, Some(GROUP.1));
     let mut n = 0usize;
     loop {
@@ -224,11 +260,18 @@ async fn simulated_users(sim: TelegramSim, wa: WhatsAppSim, dc: DiscordSim) {
                 USERS[rng.random_range(0..USERS.len())],
                 LINES[rng.random_range(0..LINES.len())],
                 rng.random_range(0..5) == 0,
-                rng.random_range(0..3),
+                rng.random_range(0..4),
             )
         };
         tokio::time::sleep(Duration::from_millis(pause)).await;
         n += 1;
+        if platform == 3 {
+            let from = format!("+2547220{:05}", user.0);
+            if let Err(e) = sms.at_inbound(SMS_USER, &from, SMS_CODE, line).await {
+                tracing::warn!(error = %e, n, "demo traffic: the SMS simulator could not deliver an inbound SMS");
+            }
+            continue;
+        }
         if platform == 2 {
             let author = format!("9200000000000{}", user.0);
             let channel = if in_group {
@@ -277,7 +320,7 @@ async fn echo_replies(
         let Some(bot) = e
             .bot_id
             .as_deref()
-            .filter(|b| [BOT, WA_BOT, DC_BOT].contains(b))
+            .filter(|b| [BOT, WA_BOT, DC_BOT, SMS_BOT].contains(b))
         else {
             continue;
         };
