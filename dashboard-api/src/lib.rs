@@ -36,8 +36,14 @@ pub enum BotAction {
 /// What the API needs from the running gateway.
 #[async_trait]
 pub trait Control: Send + Sync + 'static {
-    /// Validates an outbound message for its bot's platform and puts it in the outbox.
-    async fn submit(&self, new: NewOutbound, options: SendOptions) -> Result<Enqueued, ApiError>;
+    /// Validates an outbound message for its bot's platform and puts it in the outbox. `bot`
+    /// is the bot `new.bot_id` names, already read in the caller's scope.
+    async fn submit(
+        &self,
+        bot: &Bot,
+        new: NewOutbound,
+        options: SendOptions,
+    ) -> Result<Enqueued, ApiError>;
     /// Streams the media a message carries, fetched with the bot's credentials.
     async fn fetch_media(&self, message: &Message) -> Result<MediaDownload, ApiError>;
     /// Creates a bot from an API body (the config file's bot fields) in `tenant`.

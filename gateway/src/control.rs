@@ -148,13 +148,13 @@ fn store_err(e: StoreError) -> ApiError {
 impl Control for GatewayControl {
     async fn submit(
         &self,
+        bot: &Bot,
         mut new: NewOutbound,
         options: SendOptions,
     ) -> Result<Enqueued, ApiError> {
-        let bot = self
-            .store
-            .get_bot(&Scope::Tenant(new.tenant.clone()), &new.bot_id)
-            .await?;
+        if bot.id != new.bot_id || bot.tenant != new.tenant {
+            return Err(ApiError::unprocessable("bot_id: the bot does not match"));
+        }
         let factory = self.registry.get(bot.platform).ok_or_else(|| {
             ApiError::unprocessable(format!(
                 "{}: this build has no connector for platform {}",

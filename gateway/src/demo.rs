@@ -13,7 +13,7 @@ use rand::Rng;
 use switchboard_core::connector::SendOptions;
 use switchboard_core::model::{Content, event_type};
 use switchboard_core::secret::{Cipher, generate_api_key};
-use switchboard_core::store::{NewOutbound, Recipient};
+use switchboard_core::store::{NewOutbound, Recipient, Scope};
 use switchboard_dashboard_api::Control;
 use switchboard_sim::discord::{DiscordConfig, DiscordSim};
 use switchboard_sim::sms::{SmsConfig, SmsSim};
@@ -231,6 +231,7 @@ Ctrl-C stops it (the demo's data lives in a temporary directory and is removed).
     let echo = tokio::spawn(echo_replies(
         gateway.store.subscribe(),
         gateway.control.clone(),
+        gateway.store.clone(),
     ));
     wait_for_signal().await;
     traffic.abort();
@@ -310,6 +311,7 @@ async fn simulated_users(sim: TelegramSim, wa: WhatsAppSim, dc: DiscordSim, sms:
 async fn echo_replies(
     mut events: tokio::sync::broadcast::Receiver<std::sync::Arc<switchboard_core::model::Event>>,
     control: std::sync::Arc<crate::control::GatewayControl>,
+    store: std::sync::Arc<switchboard_core::Store>,
 ) {
     loop {
         let e = match events.recv().await {
@@ -347,7 +349,14 @@ async fn echo_replies(
             chat_kind: None,
             segments: None,
         };
-        if let Err(e) = control.submit(reply, SendOptions::default()).await {
+        let bot = match store.get_bot(&Scope::Tenant(TENANT.into()), bot).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "demo echo: the bot is gone");
+                continue;
+            }
+        };
+        if let Err(e) = control.submit(&bot, reply, SendOptions::default()).await {
             tracing::warn!(error = %e.detail, "demo echo not queued");
         }
     }

@@ -4,7 +4,6 @@
 use chrono::Utc;
 
 use super::rows::*;
-use super::write_admin::load_bot;
 use super::write_inbound::apply_early_reports;
 use super::write_messages::*;
 use super::writer::{Conn, Output, PendingEvent, Transition};
@@ -13,6 +12,7 @@ use crate::model::event_type as et;
 
 pub(super) async fn enqueue(
     tx: &mut Conn,
+    bot: &Bot,
     new: &NewOutbound,
     ev: &mut Vec<PendingEvent>,
 ) -> Result<Output, StoreError> {
@@ -47,12 +47,11 @@ pub(super) async fn enqueue(
                 .await?;
         }
     }
-    let bot = load_bot(tx, &new.bot_id).await?;
     if bot.tenant != new.tenant {
         return Err(StoreError::NotFound);
     }
     let (conversation, contact_id) =
-        resolve_recipient(tx, &bot, &new.to, new.chat_kind, ev).await?;
+        resolve_recipient(tx, bot, &new.to, new.chat_kind, ev).await?;
     if let Some(window) = new.reply_window {
         let cutoff = Utc::now() - chrono::Duration::from_std(window).unwrap_or_default();
         match conversation.last_inbound_at {

@@ -235,6 +235,19 @@ struct BatchCtx {
     seen_bots: std::collections::BTreeSet<String>,
 }
 
+impl BatchCtx {
+    /// The bot, loaded once per batch (id, tenant, platform and settings do not change
+    /// within one: a bot write in the batch drops it).
+    async fn bot(&mut self, tx: &mut Conn, id: &str) -> Result<Arc<Bot>, StoreError> {
+        if let Some(b) = self.bots.get(id) {
+            return Ok(b.clone());
+        }
+        let b = Arc::new(load_bot(tx, id).await?);
+        self.bots.insert(id.to_owned(), b.clone());
+        Ok(b)
+    }
+}
+
 async fn apply_batch(
     pool: &AnyPool,
     dialect: Dialect,
@@ -520,14 +533,7 @@ async fn apply(
             Ok(Output::Bot(Box::new(bot)))
         }
         Op::Ingest { bot_id, events } => {
-            let bot = match ctx.bots.get(bot_id) {
-                Some(b) => b.clone(),
-                None => {
-                    let b = Arc::new(load_bot(tx, bot_id).await?);
-                    ctx.bots.insert(bot_id.clone(), b.clone());
-                    b
-                }
-            };
+            let bot = ctx.bot(tx, bot_id).await?;
             ctx.seen_bots.insert(bot_id.clone());
             let mut outcomes = Vec::with_capacity(events.len());
             for e in events {
@@ -541,7 +547,10 @@ async fn apply(
             }
             Ok(Output::Ingested(outcomes))
         }
-        Op::Enqueue(new) => enqueue(tx, new, ev).await,
+        Op::Enqueue(new) => {
+            let bot = ctx.bot(tx, &new.bot_id).await?;
+            enqueue(tx, &bot, new, ev).await
+        }
         Op::Transition { id, t } => transition(tx, id, t, ev).await,
         Op::SetBotEnabled { id, enabled } => {
             let done = sqlx::query("UPDATE bots SET enabled = $1, updated_at = $2 WHERE id = $3")

@@ -319,9 +319,10 @@ pub async fn test(
     let enqueued = s
         .control
         .submit(
+            &bot,
             switchboard_core::store::NewOutbound {
-                tenant: bot.tenant,
-                bot_id: bot.id,
+                tenant: bot.tenant.clone(),
+                bot_id: bot.id.clone(),
                 to: super::messages::recipient(&to)?,
                 content,
                 reply_to: None,

@@ -134,8 +134,9 @@ pub async fn create(
     let enqueued = s
         .control
         .submit(
+            &bot,
             NewOutbound {
-                tenant: bot.tenant,
+                tenant: bot.tenant.clone(),
                 bot_id: req.bot_id,
                 to,
                 content: req.content,
