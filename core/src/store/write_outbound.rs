@@ -50,8 +50,7 @@ pub(super) async fn enqueue(
     if bot.tenant != new.tenant {
         return Err(StoreError::NotFound);
     }
-    let (conversation, contact_id) =
-        resolve_recipient(tx, bot, &new.to, new.chat_kind, ev).await?;
+    let (conversation, contact_id) = resolve_recipient(tx, bot, &new.to, new.chat_kind, ev).await?;
     if let Some(window) = new.reply_window {
         let cutoff = Utc::now() - chrono::Duration::from_std(window).unwrap_or_default();
         match conversation.last_inbound_at {
