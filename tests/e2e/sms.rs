@@ -364,3 +364,46 @@ async fn a_twilio_account_out_of_balance_pauses_rather_than_fails() {
     assert_eq!(sim.sent(Provider::Twilio, TW_SID).len(), 4);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn without_a_public_url_twilio_signatures_are_checked_against_the_request_url() {
+    let sim = SmsSim::start(SmsConfig::default()).await.unwrap();
+    sim.add_twilio_account(TW_SID, TW_TOKEN, 10.0);
+    sim.add_twilio_number(TW_SID, TW_FROM);
+    let bot = format!(
+        "[[bots]]\nid = \"tw\"\ntenant = \"acme\"\nplatform = \"sms\"\nprovider = \"twilio\"\n\
+         account_sid = \"{TW_SID}\"\nauth_token = \"{TW_TOKEN}\"\nfrom = \"{TW_FROM}\"\n\
+         api_base = \"{}\"\n",
+        sim.base_url()
+    );
+    let t = TestGateway::start(Options {
+        extra_toml: bot,
+        real_connectors: true,
+        ..Default::default()
+    })
+    .await;
+    t.wait_state(ACME_KEY, "tw", "running", Duration::from_secs(10))
+        .await;
+    sim.set_twilio_sms_url(TW_FROM, &t.url("/webhooks/sms/tw/inbound"));
+    assert_eq!(
+        sim.twilio_inbound(TW_SID, US_USER, TW_FROM, "hello")
+            .await
+            .unwrap(),
+        200
+    );
+    let forged = t
+        .http
+        .post(t.url("/webhooks/sms/tw/inbound"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", "bm90IGEgc2lnbmF0dXJl")
+        .body("MessageSid=SM1&From=%2B14155552671&To=%2B14155550100&Body=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let (_, page) = t
+        .get(ACME_KEY, "/v1/messages?bot=tw&direction=inbound")
+        .await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+    t.stop().await;
+}

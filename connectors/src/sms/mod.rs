@@ -519,7 +519,7 @@ impl Connector for SmsConnector {
             tracing::warn!(bot = %self.bot_id, provider = self.settings.kind.name(), "this provider does not sign its callbacks and the bot has no webhook_secret: anyone who knows the URL can post delivery reports and inbound SMS");
         }
         if ctx.public_url.is_none() {
-            tracing::warn!(bot = %self.bot_id, "server.public_url is not set: no delivery reports from providers that take a callback URL per message, and Twilio signatures cannot be checked");
+            tracing::warn!(bot = %self.bot_id, "server.public_url is not set: no delivery reports from providers that take a callback URL per message; Twilio signatures are checked against the URL the request names (Host)");
         }
         let checked = tokio::select! {
             r = self.balance(true) => r,
@@ -635,7 +635,19 @@ impl Connector for SmsConnector {
         if !self.secret_ok(&request) {
             return WebhookResponse::text(401, "the secret query parameter does not match");
         }
-        let url = self.webhook_url(&subpath).await.map(|u| {
+        // The URL the provider posted to: under server.public_url when it is set (exactly as
+        // configured), else as this request names it (Host, X-Forwarded-Proto).
+        let url = match self.webhook_url(&subpath).await {
+            Some(u) => Some(u),
+            None => request.header("host").map(|host| {
+                let scheme = request
+                    .header("x-forwarded-proto")
+                    .filter(|p| *p == "https" || *p == "http")
+                    .unwrap_or("http");
+                format!("{scheme}://{host}/webhooks/sms/{}{subpath}", self.bot_id)
+            }),
+        }
+        .map(|u| {
             if request.query.is_empty() {
                 u
             } else {

@@ -169,7 +169,7 @@ impl Provider for Twilio {
         let presented = request
             .header("x-twilio-signature")
             .ok_or("X-Twilio-Signature is missing")?;
-        let url = url.ok_or("server.public_url is not set: Twilio signatures cannot be checked")?;
+        let url = url.ok_or("the request names no host to check the Twilio signature against")?;
         let expected = signature(self.auth_token.expose(), url, &form(&request.body));
         if switchboard_core::secret::constant_time_eq(
             expected.as_bytes(),
