@@ -195,7 +195,13 @@ pub struct Store {
     enqueued: std::sync::Mutex<Option<mpsc::UnboundedReceiver<OutboxEntry>>>,
     stats: Arc<WriterStats>,
     writer_done: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Bots read for the send path in the last second (see `get_bot_recent`).
+    recent_bots:
+        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Arc<Bot>)>>,
 }
+
+/// How long `get_bot_recent` may answer from memory.
+const RECENT_BOT_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -266,6 +272,7 @@ impl Store {
             enqueued: std::sync::Mutex::new(Some(enqueued_rx)),
             stats,
             writer_done: tokio::sync::Mutex::new(Some(task)),
+            recent_bots: std::sync::Mutex::default(),
         }))
     }
 
@@ -328,13 +335,63 @@ impl Store {
         Ok(())
     }
 
+    /// A bot as it was at most a second ago, for the send path (`POST /v1/messages`), which
+    /// needs its tenant, platform and settings only: a write to the bot through this store
+    /// drops it at once; a state change may show a second late.
+    pub async fn get_bot_recent(&self, scope: &Scope, id: &str) -> Result<Arc<Bot>, StoreError> {
+        let cached = self
+            .recent_bots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .filter(|(at, _)| at.elapsed() < RECENT_BOT_TTL)
+            .map(|(_, b)| b.clone());
+        let bot = match cached {
+            Some(b) => b,
+            None => {
+                let b = Arc::new(self.get_bot(&Scope::All, id).await?);
+                let mut recent = self.recent_bots.lock().unwrap_or_else(|e| e.into_inner());
+                if recent.len() > 10_000 {
+                    recent.retain(|_, (at, _)| at.elapsed() < RECENT_BOT_TTL);
+                }
+                recent.insert(id.to_owned(), (std::time::Instant::now(), b.clone()));
+                b
+            }
+        };
+        match scope.tenant() {
+            Some(t) if t != bot.tenant => Err(StoreError::NotFound),
+            _ => Ok(bot),
+        }
+    }
+
     async fn write(&self, op: writer::Op) -> Result<writer::Output, StoreError> {
+        let changed_bot = match &op {
+            writer::Op::UpsertBot(b) => Some(b.id.clone()),
+            writer::Op::DeleteBot { id, .. } | writer::Op::SetBotEnabled { id, .. } => {
+                Some(id.clone())
+            }
+            _ => None,
+        };
+        if let Some(id) = &changed_bot {
+            self.recent_bots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(id);
+        }
         let (reply, rx) = oneshot::channel();
         self.writes
             .send(writer::Job { op, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let out = rx.await.map_err(|_| StoreError::Closed)?;
+        if let Some(id) = &changed_bot {
+            // Again after the commit: a read between the first drop and the commit is stale.
+            self.recent_bots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(id);
+        }
+        out
     }
 
     // ---- writes ----------------------------------------------------------------------

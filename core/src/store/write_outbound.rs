@@ -115,12 +115,8 @@ pub(super) async fn enqueue(
         segments: new.segments,
         cost: None,
     };
+    // The conversation's last_message_at is set once per batch by the writer.
     insert_message(tx, &message, None).await?;
-    sqlx::query("UPDATE conversations SET last_message_at = $1 WHERE id = $2")
-        .bind(to_micros(now))
-        .bind(&conversation.id)
-        .execute(&mut *tx)
-        .await?;
     if let Some((key, hash)) = &new.idempotency {
         sqlx::query(
             "INSERT INTO idempotency_keys (tenant_id, key, request_hash, message_id, created_at) VALUES ($1, $2, $3, $4, $5)",

@@ -233,6 +233,8 @@ struct BatchCtx {
     bots: HashMap<String, Arc<Bot>>,
     /// Bots that received events: their last_seen_at is updated once at the end.
     seen_bots: std::collections::BTreeSet<String>,
+    /// Conversations that got an outbound message: last_message_at, once at the end.
+    touched_conversations: std::collections::BTreeSet<String>,
 }
 
 impl BatchCtx {
@@ -317,6 +319,21 @@ async fn apply_batch(
         sqlx::query("UPDATE bots SET last_seen_at = $1 WHERE id = $2")
             .bind(now)
             .bind(bot)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let touched: Vec<&String> = ctx.touched_conversations.iter().collect();
+    for chunk in touched.chunks(EVENTS_PER_INSERT) {
+        let mut q = super::sql::Sql::new("UPDATE conversations SET last_message_at = ");
+        q.bind(now).push(" WHERE id IN (");
+        for (i, id) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.bind((*id).clone());
+        }
+        q.push(")");
+        sqlx::query_with::<sqlx::any::Any, _>(sqlx::AssertSqlSafe(q.text), q.args)
             .execute(&mut *tx)
             .await?;
     }
@@ -549,7 +566,11 @@ async fn apply(
         }
         Op::Enqueue(new) => {
             let bot = ctx.bot(tx, &new.bot_id).await?;
-            enqueue(tx, &bot, new, ev).await
+            let out = enqueue(tx, &bot, new, ev).await;
+            if let Ok(Output::Enqueued(e)) = &out {
+                ctx.touched_conversations.insert(e.conversation.id.clone());
+            }
+            out
         }
         Op::Transition { id, t } => transition(tx, id, t, ev).await,
         Op::SetBotEnabled { id, enabled } => {

@@ -118,7 +118,7 @@ pub async fn create(
     req.content.validate().map_err(ApiError::unprocessable)?;
     let to = recipient(&req.to)?;
     // The bot decides the tenant for the admin token; an API key only reaches its own bots.
-    let bot = match s.store.get_bot(&caller.scope, &req.bot_id).await {
+    let bot = match s.store.get_bot_recent(&caller.scope, &req.bot_id).await {
         Ok(b) => b,
         Err(switchboard_core::StoreError::NotFound) => {
             return Err(ApiError::unprocessable(format!(
