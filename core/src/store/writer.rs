@@ -96,6 +96,19 @@ pub(super) enum Op {
     Shutdown,
 }
 
+impl Op {
+    /// Jobs that write one row after reads that may refuse: nothing to undo when they fail.
+    fn single_write(&self) -> bool {
+        matches!(
+            self,
+            Op::Transition {
+                t: Transition::Sending | Transition::Retry { .. } | Transition::Failed(_),
+                ..
+            }
+        )
+    }
+}
+
 pub(super) enum Transition {
     Sending,
     Sent {
@@ -262,14 +275,22 @@ async fn apply_batch(
     let mut published = Vec::new();
     let mut ctx = BatchCtx::default();
     for job in batch {
-        sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
+        // A savepoint isolates a job that fails half-way. A job with a single write needs
+        // none on SQLite, where a failed statement leaves the transaction usable (on
+        // PostgreSQL it aborts it, so every job gets one there).
+        let savepoint = !(dialect == Dialect::Sqlite && job.op.single_write());
+        if savepoint {
+            sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
+        }
         let mut pending = Vec::new();
         let result = apply(&mut tx, dialect, &job.op, &mut pending, &mut ctx).await;
         match result {
             Ok(out) => {
-                sqlx::query("RELEASE SAVEPOINT job")
-                    .execute(&mut *tx)
-                    .await?;
+                if savepoint {
+                    sqlx::query("RELEASE SAVEPOINT job")
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 // Sequence numbers only for jobs that succeeded: no gaps.
                 for p in pending {
                     let seq = next_seq(&mut tx, &mut seqs, &p.tenant).await?;
@@ -285,12 +306,14 @@ async fn apply_batch(
                 results.push(Ok(out));
             }
             Err(e) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT job")
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("RELEASE SAVEPOINT job")
-                    .execute(&mut *tx)
-                    .await?;
+                if savepoint {
+                    sqlx::query("ROLLBACK TO SAVEPOINT job")
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("RELEASE SAVEPOINT job")
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 results.push(Err(e));
             }
         }
