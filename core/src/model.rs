@@ -196,7 +196,11 @@ pub struct Contact {
     pub name: Option<String>,
     pub phone: Option<String>,
     pub identities: Vec<Identity>,
+    pub tags: Vec<String>,
+    #[schema(value_type = Object)]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
     pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A contact's id on one bot's platform.

@@ -14,6 +14,7 @@ use crate::routes::*;
         tenants::list, tenants::create, tenants::list_keys, tenants::create_key, tenants::revoke_key,
         bots::list, bots::get, bots::create, bots::update, bots::delete, bots::start, bots::stop, bots::restart,
         bots::bulk_action, bots::balance, bots::test,
+        contacts::list, contacts::get,
         conversations::list, conversations::get, conversations::messages,
         messages::create, messages::list, messages::get, messages::media,
         events::list, crate::feed::feed,
@@ -22,7 +23,7 @@ use crate::routes::*;
     modifiers(&BearerAuth),
     tags(
         (name = "health"), (name = "tenants", description = "Operator endpoints (admin token) and tenant API keys"),
-        (name = "bots"), (name = "conversations"), (name = "messages"), (name = "events"),
+        (name = "bots"), (name = "contacts"), (name = "conversations"), (name = "messages"), (name = "events"),
     )
 )]
 pub struct ApiDoc;

@@ -407,3 +407,47 @@ async fn without_a_public_url_twilio_signatures_are_checked_against_the_request_
     assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn contacts_made_by_inbound_sms_are_listed_searched_and_read() {
+    let Setup { sim, t } = setup(SmsConfig::default(), "", (10.0, 1000.0, 100.0)).await;
+    for (from, text) in [(KE_USER, "first"), ("+254711000002", "second")] {
+        assert_eq!(
+            sim.at_inbound(AT_USER, from, "40404", text).await.unwrap(),
+            200
+        );
+    }
+    let (status, all) = t.get(ACME_KEY, "/v1/contacts?limit=1").await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["items"].as_array().unwrap().len(), 1);
+    let cursor = all["next_cursor"].as_str().expect("a second page");
+    let (_, next) = t
+        .get(ACME_KEY, &format!("/v1/contacts?limit=1&cursor={cursor}"))
+        .await;
+    assert_eq!(next["items"].as_array().unwrap().len(), 1);
+    assert!(next["next_cursor"].is_null());
+    let (_, found) = t.get(ACME_KEY, "/v1/contacts?q=000002").await;
+    let items = found["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{found}");
+    let contact = &items[0];
+    assert_eq!(contact["phone"], "+254711000002");
+    assert_eq!(contact["identities"][0]["bot_id"], "at");
+    assert_eq!(contact["identities"][0]["platform"], "sms");
+    assert_eq!(contact["tags"], json!([]));
+    let (status, one) = t
+        .get(
+            ACME_KEY,
+            &format!("/v1/contacts/{}", contact["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(one["id"], contact["id"]);
+    let (status, _) = t
+        .get(
+            GLOBEX_KEY,
+            &format!("/v1/contacts/{}", contact["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(status, 404, "another tenant's contact");
+    t.stop().await;
+}

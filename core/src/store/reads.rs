@@ -398,30 +398,89 @@ impl Store {
     }
 
     pub async fn get_contact(&self, scope: &Scope, id: &str) -> Result<Contact, StoreError> {
-        let row: Option<ContactRow> = sqlx::query_as(
-            "SELECT id, tenant_id, name, phone, created_at FROM contacts WHERE id = $1 AND ($2 = '*' OR tenant_id = $2)",
-        )
-        .bind(id)
-        .bind(scope.param())
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE id = $1 AND ($2 = '*' OR tenant_id = $2)"
+        );
+        let row: Option<ContactRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(scope.param())
+            .fetch_optional(&self.pool)
+            .await?;
         let row = row.ok_or(StoreError::NotFound)?;
-        let identities: Vec<IdentityRow> = sqlx::query_as(
-            "SELECT contact_id, bot_id, platform, external_id FROM contact_identities WHERE contact_id = $1 ORDER BY bot_id",
-        )
-        .bind(&row.id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(Contact {
-            identities: identities
-                .into_iter()
-                .map(Identity::try_from)
-                .collect::<Result<_, _>>()?,
-            id: row.id,
-            tenant: row.tenant_id,
-            name: row.name,
-            phone: row.phone,
-            created_at: from_micros(row.created_at),
-        })
+        let mut identities = self.identities_of(std::slice::from_ref(&row.id)).await?;
+        row.into_contact(identities.remove(id).unwrap_or_default())
+    }
+
+    /// The caller's contacts by id, `q` matching the name (case-insensitively) or the phone.
+    pub async fn list_contacts(
+        &self,
+        scope: &Scope,
+        q: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<Contact>, StoreError> {
+        let limit = limit(page);
+        let select = format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE (");
+        let mut sql = Sql::new(&select);
+        sql.bind(scope.param()).push(" = '*' OR tenant_id = ");
+        sql.bind(scope.param()).push(")");
+        if let Some(q) = q.map(str::trim).filter(|q| !q.is_empty()) {
+            let pattern = format!(
+                "%{}%",
+                q.to_lowercase()
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            );
+            sql.push(" AND (LOWER(name) LIKE ").bind(pattern.clone());
+            sql.push(" ESCAPE '\\' OR phone LIKE ").bind(pattern);
+            sql.push(" ESCAPE '\\')");
+        }
+        if let Some(c) = &page.cursor {
+            sql.push(" AND id > ").bind(decode_cursor(c)?);
+        }
+        sql.push(" ORDER BY id LIMIT ").bind(limit + 1);
+        let rows: Vec<ContactRow> =
+            sqlx::query_as_with::<Any, ContactRow, _>(sqlx::AssertSqlSafe(sql.text), sql.args)
+                .fetch_all(&self.pool)
+                .await?;
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        let mut identities = self.identities_of(&ids).await?;
+        let contacts = rows
+            .into_iter()
+            .map(|r| {
+                let own = identities.remove(&r.id).unwrap_or_default();
+                r.into_contact(own)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(paginate(contacts, limit, |c| c.id.clone()))
+    }
+
+    /// The platform identities of these contacts, by contact id.
+    async fn identities_of(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<Identity>>, StoreError> {
+        let mut out: std::collections::HashMap<String, Vec<Identity>> = Default::default();
+        for chunk in ids.chunks(200) {
+            let mut sql = Sql::new(
+                "SELECT contact_id, bot_id, platform, external_id FROM contact_identities WHERE contact_id IN (",
+            );
+            for (i, id) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(id.clone());
+            }
+            sql.push(") ORDER BY contact_id, bot_id");
+            let rows: Vec<IdentityRow> =
+                sqlx::query_as_with::<Any, IdentityRow, _>(sqlx::AssertSqlSafe(sql.text), sql.args)
+                    .fetch_all(&self.pool)
+                    .await?;
+            for r in rows {
+                let contact = r.contact_id.clone();
+                out.entry(contact).or_default().push(Identity::try_from(r)?);
+            }
+        }
+        Ok(out)
     }
 }

@@ -239,7 +239,31 @@ pub struct ContactRow {
     pub tenant_id: String,
     pub name: Option<String>,
     pub phone: Option<String>,
+    pub tags: String,
+    pub attributes: String,
     pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The columns of [`ContactRow`].
+pub const CONTACT_COLUMNS: &str =
+    "id, tenant_id, name, phone, tags, attributes, created_at, updated_at";
+
+impl ContactRow {
+    /// The contact with its identities.
+    pub fn into_contact(self, identities: Vec<Identity>) -> Result<Contact, StoreError> {
+        Ok(Contact {
+            tags: json("contact tags", &self.tags)?,
+            attributes: json("contact attributes", &self.attributes)?,
+            id: self.id,
+            tenant: self.tenant_id,
+            name: self.name,
+            phone: self.phone,
+            identities,
+            created_at: from_micros(self.created_at),
+            updated_at: from_micros(self.updated_at),
+        })
+    }
 }
 
 #[derive(Debug, FromRow)]

@@ -1,6 +1,7 @@
 //! The REST routes of API.md, one module per resource.
 
 pub mod bots;
+pub mod contacts;
 pub mod conversations;
 pub mod events;
 pub mod health;
@@ -55,6 +56,8 @@ pub fn router() -> Router<ApiState> {
         .route("/v1/bots/{id}/stop", post(bots::stop))
         .route("/v1/bots/{id}/restart", post(bots::restart))
         .route("/v1/bots/{id}/balance", get(bots::balance))
+        .route("/v1/contacts", get(contacts::list))
+        .route("/v1/contacts/{id}", get(contacts::get))
         .route("/v1/bots/{id}/test", post(bots::test))
         .route("/v1/conversations", get(conversations::list))
         .route("/v1/conversations/{id}", get(conversations::get))
