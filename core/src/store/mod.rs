@@ -14,6 +14,8 @@ mod reads;
 pub mod rows;
 mod sql;
 mod write_admin;
+mod write_contacts;
+pub use write_contacts::{BulkOutcome, ContactPatch, NewContact};
 mod write_inbound;
 mod write_messages;
 mod write_outbound;
@@ -588,6 +590,58 @@ impl Store {
             writer::Output::Message(m) => Ok(*m),
             other => Err(other.unexpected()),
         }
+    }
+
+    /// Creates a contact (its phone E.164 and new to the tenant, else a conflict).
+    pub async fn create_contact(&self, tenant: &str, c: NewContact) -> Result<Contact, StoreError> {
+        let op = writer::Op::CreateContact {
+            tenant: tenant.into(),
+            contact: Box::new(c),
+        };
+        match self.write(op).await? {
+            writer::Output::Id(id) => self.get_contact(&Scope::Tenant(tenant.into()), &id).await,
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// Creates the contacts whose phones are new, in one transaction.
+    pub async fn bulk_contacts(
+        &self,
+        tenant: &str,
+        items: Vec<NewContact>,
+    ) -> Result<BulkOutcome, StoreError> {
+        let op = writer::Op::BulkContacts {
+            tenant: tenant.into(),
+            items,
+        };
+        match self.write(op).await? {
+            writer::Output::Bulk(b) => Ok(b),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    pub async fn update_contact(
+        &self,
+        tenant: &str,
+        id: &str,
+        patch: ContactPatch,
+    ) -> Result<Contact, StoreError> {
+        let op = writer::Op::UpdateContact {
+            tenant: tenant.into(),
+            id: id.into(),
+            patch: Box::new(patch),
+        };
+        self.write(op).await?;
+        self.get_contact(&Scope::Tenant(tenant.into()), id).await
+    }
+
+    pub async fn delete_contact(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        self.write(writer::Op::DeleteContact {
+            tenant: tenant.into(),
+            id: id.into(),
+        })
+        .await
+        .map(|_| ())
     }
 
     pub async fn set_cursor(

@@ -93,6 +93,23 @@ pub(super) enum Op {
         value: String,
     },
     PruneIdempotency(DateTime<Utc>),
+    CreateContact {
+        tenant: String,
+        contact: Box<super::write_contacts::NewContact>,
+    },
+    BulkContacts {
+        tenant: String,
+        items: Vec<super::write_contacts::NewContact>,
+    },
+    UpdateContact {
+        tenant: String,
+        id: String,
+        patch: Box<super::write_contacts::ContactPatch>,
+    },
+    DeleteContact {
+        tenant: String,
+        id: String,
+    },
     Shutdown,
 }
 
@@ -131,6 +148,7 @@ pub(super) enum Output {
     Message(Box<Message>),
     Enqueued(Box<Enqueued>),
     Ingested(Vec<IngestOutcome>),
+    Bulk(super::write_contacts::BulkOutcome),
 }
 
 impl Output {
@@ -607,6 +625,20 @@ async fn apply(
                 return Err(StoreError::NotFound);
             }
             Ok(Output::Bot(Box::new(load_bot(tx, id).await?)))
+        }
+        Op::CreateContact { tenant, contact } => {
+            super::write_contacts::create_contact(tx, tenant, contact).await
+        }
+        Op::BulkContacts { tenant, items } => {
+            super::write_contacts::bulk_contacts(tx, tenant, items)
+                .await
+                .map(Output::Bulk)
+        }
+        Op::UpdateContact { tenant, id, patch } => {
+            super::write_contacts::update_contact(tx, tenant, id, patch).await
+        }
+        Op::DeleteContact { tenant, id } => {
+            super::write_contacts::delete_contact(tx, tenant, id).await
         }
         Op::SetCursor {
             bot_id,

@@ -56,8 +56,14 @@ pub fn router() -> Router<ApiState> {
         .route("/v1/bots/{id}/stop", post(bots::stop))
         .route("/v1/bots/{id}/restart", post(bots::restart))
         .route("/v1/bots/{id}/balance", get(bots::balance))
-        .route("/v1/contacts", get(contacts::list))
-        .route("/v1/contacts/{id}", get(contacts::get))
+        .route("/v1/contacts", get(contacts::list).post(contacts::create))
+        .route("/v1/contacts/bulk", post(contacts::bulk))
+        .route(
+            "/v1/contacts/{id}",
+            get(contacts::get)
+                .patch(contacts::update)
+                .delete(contacts::delete),
+        )
         .route("/v1/bots/{id}/test", post(bots::test))
         .route("/v1/conversations", get(conversations::list))
         .route("/v1/conversations/{id}", get(conversations::get))
