@@ -203,6 +203,18 @@ pub struct Contact {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A named set of contacts (a broadcast audience).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Group {
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub contact_count: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// A contact's id on one bot's platform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Identity {

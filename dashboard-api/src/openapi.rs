@@ -16,6 +16,8 @@ use crate::routes::*;
         bots::bulk_action, bots::balance, bots::test,
         contacts::list, contacts::get, contacts::create, contacts::update, contacts::delete,
         contacts::bulk,
+        groups::list, groups::create, groups::get, groups::update, groups::delete,
+        groups::add_members, groups::remove_member,
         conversations::list, conversations::get, conversations::messages,
         messages::create, messages::list, messages::get, messages::media,
         events::list, crate::feed::feed,
@@ -24,7 +26,7 @@ use crate::routes::*;
     modifiers(&BearerAuth),
     tags(
         (name = "health"), (name = "tenants", description = "Operator endpoints (admin token) and tenant API keys"),
-        (name = "bots"), (name = "contacts"), (name = "conversations"), (name = "messages"), (name = "events"),
+        (name = "bots"), (name = "contacts"), (name = "groups"), (name = "conversations"), (name = "messages"), (name = "events"),
     )
 )]
 pub struct ApiDoc;

@@ -91,3 +91,86 @@ async fn contacts_are_created_edited_deleted_and_bulk_created_with_unique_phones
         t.stop().await;
     }
 }
+
+#[tokio::test]
+async fn groups_have_unique_names_counts_and_idempotent_membership() {
+    for backend in backends() {
+        let t = TestGateway::start(Options {
+            backend: Some(backend),
+            ..Default::default()
+        })
+        .await;
+        let mut ids = Vec::new();
+        for i in 1..=3 {
+            let (_, c) = t
+                .post(
+                    ACME_KEY,
+                    "/v1/contacts",
+                    json!({"phone": format!("+25471100000{i}")}),
+                )
+                .await;
+            ids.push(c["id"].as_str().unwrap().to_owned());
+        }
+        let (status, g) = t
+            .post(
+                ACME_KEY,
+                "/v1/groups",
+                json!({"name": "Customers", "description": "all"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{g}");
+        assert_eq!(g["contact_count"], 0);
+        let (status, _) = t
+            .post(ACME_KEY, "/v1/groups", json!({"name": "Customers"}))
+            .await;
+        assert_eq!(status, 409);
+        let gid = g["id"].as_str().unwrap();
+        let members = format!("/v1/groups/{gid}/members");
+        let (status, g) = t
+            .post(ACME_KEY, &members, json!({"contact_ids": [ids[0], ids[1]]}))
+            .await;
+        assert_eq!(status, 200, "{g}");
+        assert_eq!(g["contact_count"], 2);
+        let (_, g) = t
+            .post(ACME_KEY, &members, json!({"contact_ids": [ids[1], ids[2]]}))
+            .await;
+        assert_eq!(
+            g["contact_count"], 3,
+            "adding a member twice changes nothing"
+        );
+        let (status, bad) = t
+            .post(
+                ACME_KEY,
+                &members,
+                json!({"contact_ids": ["no-such-contact"]}),
+            )
+            .await;
+        assert_eq!(status, 422, "{bad}");
+        assert!(bad["detail"].as_str().unwrap().contains("no-such-contact"));
+        for _ in 0..2 {
+            let (status, _) = t.delete(ACME_KEY, &format!("{members}/{}", ids[0])).await;
+            assert_eq!(status, 204);
+        }
+        // A deleted contact leaves its groups.
+        t.delete(ACME_KEY, &format!("/v1/contacts/{}", ids[1]))
+            .await;
+        let (_, g) = t.get(ACME_KEY, &format!("/v1/groups/{gid}")).await;
+        assert_eq!(g["contact_count"], 1, "{g}");
+        let (status, g) = t
+            .patch(
+                ACME_KEY,
+                &format!("/v1/groups/{gid}"),
+                json!({"name": "Buyers", "description": null}),
+            )
+            .await;
+        assert_eq!(status, 200, "{g}");
+        assert!(g["description"].is_null());
+        let (_, list) = t.get(ACME_KEY, "/v1/groups").await;
+        assert_eq!(list["items"][0]["name"], "Buyers");
+        let (status, _) = t.get(GLOBEX_KEY, &format!("/v1/groups/{gid}")).await;
+        assert_eq!(status, 404);
+        let (status, _) = t.delete(ACME_KEY, &format!("/v1/groups/{gid}")).await;
+        assert_eq!(status, 204);
+        t.stop().await;
+    }
+}

@@ -10,6 +10,7 @@
 //! per-tenant sequence numbers in that same transaction, and publishes the events to live
 //! subscribers in order after the commit. Every query filters by tenant ([`Scope`]).
 
+mod groups;
 mod reads;
 pub mod rows;
 mod sql;
@@ -642,6 +643,85 @@ impl Store {
         })
         .await
         .map(|_| ())
+    }
+
+    pub async fn create_group(
+        &self,
+        tenant: &str,
+        name: &str,
+        description: Option<&str>,
+    ) -> Result<crate::model::Group, StoreError> {
+        let op = writer::Op::CreateGroup {
+            tenant: tenant.into(),
+            name: name.into(),
+            description: description.map(str::to_owned),
+        };
+        match self.write(op).await? {
+            writer::Output::Id(id) => self.get_group(&Scope::Tenant(tenant.into()), &id).await,
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// Renames or re-describes a group (`Some(None)` clears the description).
+    pub async fn update_group(
+        &self,
+        tenant: &str,
+        id: &str,
+        name: Option<String>,
+        description: Option<Option<String>>,
+    ) -> Result<crate::model::Group, StoreError> {
+        let op = writer::Op::UpdateGroup {
+            tenant: tenant.into(),
+            id: id.into(),
+            name,
+            description,
+        };
+        self.write(op).await?;
+        self.get_group(&Scope::Tenant(tenant.into()), id).await
+    }
+
+    pub async fn delete_group(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        let op = writer::Op::DeleteGroup {
+            tenant: tenant.into(),
+            id: id.into(),
+        };
+        self.write(op).await.map(|_| ())
+    }
+
+    /// Adds contacts to a group; the number newly added.
+    pub async fn add_members(
+        &self,
+        tenant: &str,
+        group: &str,
+        contacts: Vec<String>,
+    ) -> Result<u64, StoreError> {
+        let op = writer::Op::AddMembers {
+            tenant: tenant.into(),
+            group: group.into(),
+            contacts,
+        };
+        match self.write(op).await? {
+            writer::Output::Count(n) => Ok(n),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// Removes a contact from a group; whether it was a member.
+    pub async fn remove_member(
+        &self,
+        tenant: &str,
+        group: &str,
+        contact: &str,
+    ) -> Result<bool, StoreError> {
+        let op = writer::Op::RemoveMember {
+            tenant: tenant.into(),
+            group: group.into(),
+            contact: contact.into(),
+        };
+        match self.write(op).await? {
+            writer::Output::Count(n) => Ok(n > 0),
+            other => Err(other.unexpected()),
+        }
     }
 
     pub async fn set_cursor(

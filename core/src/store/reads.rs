@@ -23,12 +23,12 @@ pub(crate) fn decode_cursor(cursor: &str) -> Result<String, StoreError> {
         .ok_or_else(|| StoreError::Invalid("cursor is not one this API returned".into()))
 }
 
-fn limit(page: &PageRequest) -> i64 {
+pub(super) fn limit(page: &PageRequest) -> i64 {
     page.limit.clamp(1, 500) as i64
 }
 
 /// Turns `limit + 1` fetched rows into a page with a cursor when there is more.
-fn paginate<T>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> Page<T> {
+pub(super) fn paginate<T>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> Page<T> {
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
         items.last().map(|t| encode_cursor(&key(t)))

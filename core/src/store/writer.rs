@@ -110,6 +110,31 @@ pub(super) enum Op {
         tenant: String,
         id: String,
     },
+    CreateGroup {
+        tenant: String,
+        name: String,
+        description: Option<String>,
+    },
+    UpdateGroup {
+        tenant: String,
+        id: String,
+        name: Option<String>,
+        description: Option<Option<String>>,
+    },
+    DeleteGroup {
+        tenant: String,
+        id: String,
+    },
+    AddMembers {
+        tenant: String,
+        group: String,
+        contacts: Vec<String>,
+    },
+    RemoveMember {
+        tenant: String,
+        group: String,
+        contact: String,
+    },
     Shutdown,
 }
 
@@ -640,6 +665,31 @@ async fn apply(
         Op::DeleteContact { tenant, id } => {
             super::write_contacts::delete_contact(tx, tenant, id).await
         }
+        Op::CreateGroup {
+            tenant,
+            name,
+            description,
+        } => super::groups::create_group(tx, tenant, name, description.as_deref()).await,
+        Op::UpdateGroup {
+            tenant,
+            id,
+            name,
+            description,
+        } => {
+            let description = description.as_ref().map(|d| d.as_deref());
+            super::groups::update_group(tx, tenant, id, name.as_deref(), description).await
+        }
+        Op::DeleteGroup { tenant, id } => super::groups::delete_group(tx, tenant, id).await,
+        Op::AddMembers {
+            tenant,
+            group,
+            contacts,
+        } => super::groups::add_members(tx, tenant, group, contacts).await,
+        Op::RemoveMember {
+            tenant,
+            group,
+            contact,
+        } => super::groups::remove_member(tx, tenant, group, contact).await,
         Op::SetCursor {
             bot_id,
             name,

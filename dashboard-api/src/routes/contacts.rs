@@ -49,7 +49,7 @@ pub async fn get(
 
 /// The tenant a write goes to: the API key's, or the one the admin token names with
 /// `X-Switchboard-Tenant`.
-fn tenant(caller: &Caller) -> Result<String, ApiError> {
+pub(crate) fn tenant(caller: &Caller) -> Result<String, ApiError> {
     caller.scope.tenant().map(str::to_owned).ok_or_else(|| {
         ApiError::unprocessable("the admin token must name the tenant (X-Switchboard-Tenant)")
     })

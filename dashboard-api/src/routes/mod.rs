@@ -4,6 +4,7 @@ pub mod bots;
 pub mod contacts;
 pub mod conversations;
 pub mod events;
+pub mod groups;
 pub mod health;
 pub mod messages;
 pub mod tenants;
@@ -58,6 +59,18 @@ pub fn router() -> Router<ApiState> {
         .route("/v1/bots/{id}/balance", get(bots::balance))
         .route("/v1/contacts", get(contacts::list).post(contacts::create))
         .route("/v1/contacts/bulk", post(contacts::bulk))
+        .route("/v1/groups", get(groups::list).post(groups::create))
+        .route(
+            "/v1/groups/{id}",
+            get(groups::get)
+                .patch(groups::update)
+                .delete(groups::delete),
+        )
+        .route("/v1/groups/{id}/members", post(groups::add_members))
+        .route(
+            "/v1/groups/{id}/members/{contact_id}",
+            axum::routing::delete(groups::remove_member),
+        )
         .route(
             "/v1/contacts/{id}",
             get(contacts::get)
