@@ -13,6 +13,7 @@ pub mod connector;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod phone;
 pub mod rate;
 pub mod secret;
 pub mod store;

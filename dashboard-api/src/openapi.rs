@@ -17,7 +17,7 @@ use crate::routes::*;
         contacts::list, contacts::get, contacts::create, contacts::update, contacts::delete,
         contacts::bulk,
         groups::list, groups::create, groups::get, groups::update, groups::delete,
-        groups::add_members, groups::remove_member,
+        groups::add_members, groups::remove_member, import::import,
         conversations::list, conversations::get, conversations::messages,
         messages::create, messages::list, messages::get, messages::media,
         events::list, crate::feed::feed,

@@ -174,3 +174,129 @@ async fn groups_have_unique_names_counts_and_idempotent_membership() {
         t.stop().await;
     }
 }
+
+fn xlsx(rows: &[(&str, &str)]) -> Vec<u8> {
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    // Shuffled headers: the phone first.
+    sheet.write_string(0, 0, "Phone Number").unwrap();
+    sheet.write_string(0, 1, "Name").unwrap();
+    for (i, (phone, name)) in rows.iter().enumerate() {
+        let r = i as u32 + 1;
+        if !phone.is_empty() {
+            sheet.write_string(r, 0, *phone).unwrap();
+        }
+        if !name.is_empty() {
+            sheet.write_string(r, 1, *name).unwrap();
+        }
+    }
+    book.save_to_buffer().unwrap()
+}
+
+async fn upload(
+    t: &TestGateway,
+    path: &str,
+    name: &str,
+    bytes: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()),
+    );
+    let r = t
+        .http
+        .post(t.url(path))
+        .bearer_auth(ACME_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_spreadsheet_import_previews_then_creates_exactly_the_good_rows() {
+    for backend in backends() {
+        let t = TestGateway::start(Options {
+            backend: Some(backend),
+            ..Default::default()
+        })
+        .await;
+        let (_, g) = t
+            .post(ACME_KEY, "/v1/groups", json!({"name": "Imported"}))
+            .await;
+        let path = format!("/v1/groups/{}/import", g["id"].as_str().unwrap());
+        let (_, _) = t
+            .post(
+                ACME_KEY,
+                "/v1/contacts",
+                json!({"name": "Known", "phone": "+254711000009"}),
+            )
+            .await;
+        let file = xlsx(&[
+            ("0711 000 001", "Ada"),
+            ("", ""),
+            ("+254711000009", "Known again"),
+            ("0711000001", "Ada twice"),
+            ("12345", "Bad number"),
+            ("0722 000 002", "Bo"),
+        ]);
+        let (status, dry) = upload(
+            &t,
+            &format!("{path}?dry_run=true&default_region=KE"),
+            "people.xlsx",
+            file.clone(),
+        )
+        .await;
+        assert_eq!(status, 200, "{dry}");
+        assert_eq!(
+            (
+                dry["created"].as_u64(),
+                dry["existing"].as_u64(),
+                dry["skipped"].as_u64()
+            ),
+            (Some(2), Some(2), Some(1)),
+            "{dry}"
+        );
+        assert_eq!(dry["errors"][0]["row"], 6, "{dry}");
+        assert_eq!(dry["errors"][0]["value"], "12345");
+        let (_, before) = t.get(ACME_KEY, "/v1/contacts").await;
+        assert_eq!(
+            before["items"].as_array().unwrap().len(),
+            1,
+            "a dry run writes nothing"
+        );
+
+        let (status, done) = upload(
+            &t,
+            &format!("{path}?default_region=KE"),
+            "people.xlsx",
+            file,
+        )
+        .await;
+        assert_eq!(status, 200, "{done}");
+        assert_eq!(done["created"], 2, "{done}");
+        let (_, group) = t
+            .get(
+                ACME_KEY,
+                &format!("/v1/groups/{}", g["id"].as_str().unwrap()),
+            )
+            .await;
+        assert_eq!(
+            group["contact_count"], 3,
+            "the new ones and the known one: {group}"
+        );
+
+        let csv = b"name,phone\nCy,+254711000003\n".to_vec();
+        let (status, c) = upload(&t, &path, "more.csv", csv).await;
+        assert_eq!((status, c["created"].as_u64()), (200, Some(1)), "{c}");
+        let (status, _) = upload(&t, &path, "notes.pdf", b"%PDF-1.4".to_vec()).await;
+        assert_eq!(status, 415);
+        let (status, _) = upload(&t, &path, "broken.xlsx", b"PK\x03\x04garbage".to_vec()).await;
+        assert_eq!(status, 422);
+        let (status, _) = upload(&t, &path, "huge.csv", vec![b'1'; 6 << 20]).await;
+        assert_eq!(status, 413);
+        t.stop().await;
+    }
+}

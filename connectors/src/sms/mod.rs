@@ -26,7 +26,6 @@
 
 mod africastalking;
 mod bulksms;
-mod phone;
 mod segments;
 mod twilio;
 
@@ -42,6 +41,7 @@ use serde_json::{Map, Value};
 use switchboard_core::connector::*;
 use switchboard_core::error::ConnectorError;
 use switchboard_core::model::{Bot, Content, ConversationKind, Platform};
+use switchboard_core::phone;
 use switchboard_core::rate::{GovernorPacer, PaceKey, Pacer, Rate, RatePolicy};
 use switchboard_core::secret::Secret;
 

@@ -621,6 +621,24 @@ impl Store {
         }
     }
 
+    /// Creates the new contacts of an import and puts every one in the group, atomically.
+    pub async fn import_contacts(
+        &self,
+        tenant: &str,
+        group: &str,
+        items: Vec<NewContact>,
+    ) -> Result<BulkOutcome, StoreError> {
+        let op = writer::Op::ImportContacts {
+            tenant: tenant.into(),
+            group: group.into(),
+            items,
+        };
+        match self.write(op).await? {
+            writer::Output::Bulk(b) => Ok(b),
+            other => Err(other.unexpected()),
+        }
+    }
+
     pub async fn update_contact(
         &self,
         tenant: &str,

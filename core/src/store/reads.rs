@@ -484,3 +484,31 @@ impl Store {
         Ok(out)
     }
 }
+
+impl Store {
+    /// Which of these phones (E.164) already belong to a contact of the tenant.
+    pub async fn existing_phones(
+        &self,
+        tenant: &str,
+        phones: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut found = std::collections::HashSet::new();
+        for chunk in phones.chunks(200) {
+            let mut sql = Sql::new("SELECT phone FROM contacts WHERE tenant_id = ");
+            sql.bind(tenant.to_owned()).push(" AND phone IN (");
+            for (i, p) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(p.clone());
+            }
+            sql.push(")");
+            let rows: Vec<(String,)> =
+                sqlx::query_as_with::<Any, (String,), _>(sqlx::AssertSqlSafe(sql.text), sql.args)
+                    .fetch_all(&self.pool)
+                    .await?;
+            found.extend(rows.into_iter().map(|r| r.0));
+        }
+        Ok(found)
+    }
+}

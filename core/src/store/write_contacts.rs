@@ -33,6 +33,8 @@ pub struct BulkOutcome {
     pub created: Vec<String>,
     /// Input indexes whose phone already belonged to a contact (left unchanged).
     pub existing: Vec<usize>,
+    /// The ids of those contacts (an entry repeating a phone of the list: the first's id).
+    pub existing_ids: Vec<String>,
 }
 
 async fn phone_owner(
@@ -90,15 +92,24 @@ pub(super) async fn bulk_contacts(
     items: &[NewContact],
 ) -> Result<BulkOutcome, StoreError> {
     let mut out = BulkOutcome::default();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen: std::collections::HashMap<String, String> = Default::default();
     for (i, c) in items.iter().enumerate() {
-        if let Some(phone) = &c.phone
-            && (!seen.insert(phone.clone()) || phone_owner(tx, tenant, phone).await?.is_some())
-        {
-            out.existing.push(i);
-            continue;
+        if let Some(phone) = &c.phone {
+            let owner = match seen.get(phone) {
+                Some(id) => Some(id.clone()),
+                None => phone_owner(tx, tenant, phone).await?,
+            };
+            if let Some(id) = owner {
+                out.existing.push(i);
+                out.existing_ids.push(id);
+                continue;
+            }
         }
-        out.created.push(insert(tx, tenant, c).await?);
+        let id = insert(tx, tenant, c).await?;
+        if let Some(phone) = &c.phone {
+            seen.insert(phone.clone(), id.clone());
+        }
+        out.created.push(id);
     }
     Ok(out)
 }
@@ -177,4 +188,35 @@ pub(super) async fn delete_contact(
     .execute(&mut *tx)
     .await?;
     Ok(Output::Unit)
+}
+
+/// Creates the new contacts and puts them, and the existing ones, in the group: one
+/// transaction (the import of a spreadsheet).
+pub(super) async fn import_contacts(
+    tx: &mut Conn,
+    tenant: &str,
+    group: &str,
+    items: &[NewContact],
+) -> Result<BulkOutcome, StoreError> {
+    let found: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM contact_groups WHERE id = $1 AND tenant_id = $2")
+            .bind(group)
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+    found.ok_or(StoreError::NotFound)?;
+    let out = bulk_contacts(tx, tenant, items).await?;
+    let now = now_micros();
+    for id in out.created.iter().chain(&out.existing_ids) {
+        sqlx::query(
+            "INSERT INTO group_members (group_id, contact_id, added_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (group_id, contact_id) DO NOTHING",
+        )
+        .bind(group)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(out)
 }

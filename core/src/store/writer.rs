@@ -110,6 +110,11 @@ pub(super) enum Op {
         tenant: String,
         id: String,
     },
+    ImportContacts {
+        tenant: String,
+        group: String,
+        items: Vec<super::write_contacts::NewContact>,
+    },
     CreateGroup {
         tenant: String,
         name: String,
@@ -665,6 +670,13 @@ async fn apply(
         Op::DeleteContact { tenant, id } => {
             super::write_contacts::delete_contact(tx, tenant, id).await
         }
+        Op::ImportContacts {
+            tenant,
+            group,
+            items,
+        } => super::write_contacts::import_contacts(tx, tenant, group, items)
+            .await
+            .map(Output::Bulk),
         Op::CreateGroup {
             tenant,
             name,

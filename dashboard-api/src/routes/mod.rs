@@ -6,6 +6,7 @@ pub mod conversations;
 pub mod events;
 pub mod groups;
 pub mod health;
+pub mod import;
 pub mod messages;
 pub mod tenants;
 
@@ -67,6 +68,12 @@ pub fn router() -> Router<ApiState> {
                 .delete(groups::delete),
         )
         .route("/v1/groups/{id}/members", post(groups::add_members))
+        .route(
+            "/v1/groups/{id}/import",
+            post(import::import).layer(axum::extract::DefaultBodyLimit::max(
+                import::MAX_IMPORT_BYTES + 64 * 1024,
+            )),
+        )
         .route(
             "/v1/groups/{id}/members/{contact_id}",
             axum::routing::delete(groups::remove_member),
