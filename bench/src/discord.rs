@@ -2,75 +2,20 @@
 //! simulator's 50/s global and 5 per 5 s per channel, announced only through the
 //! `X-RateLimit-*` headers), against the fastest schedule those limits allow.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::json;
-use switchboard_core::secret::Cipher;
-use switchboard_gateway::{Gateway, config};
 use switchboard_sim::discord::{DiscordConfig, DiscordSim};
 
+use crate::harness::KEY;
 use crate::scenarios::{cpu_seconds, peak_rss_mib};
 
-const KEY: &str = "sk_bench_key_0123456789abcdefghij";
 const TOKEN: &str = "MTA5.bench-discord-token";
 const GUILD: &str = "300000000000000001";
 
 fn channel(i: usize) -> String {
     format!("{}", 400_000_000_000_000_000u64 + i as u64)
-}
-
-async fn start(
-    sim: &DiscordSim,
-    dir: &std::path::Path,
-    global: Option<u32>,
-) -> anyhow::Result<Gateway> {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let listen = probe.local_addr()?;
-    drop(probe);
-    let rate = global
-        .map(|g| format!("rate_limit = {{ per_bot = \"{g}/s\" }}"))
-        .unwrap_or_default();
-    let toml = format!(
-        r#"
-[server]
-listen = "{listen}"
-tenant_rate_limit = "none"
-[storage]
-url = "sqlite://{db}"
-[security]
-master_key = "env:BENCH_MASTER_KEY"
-[outbox]
-max_in_flight_per_bot = 256
-[[tenants]]
-id = "bench"
-api_keys = ["{KEY}"]
-[[bots]]
-id = "dc"
-tenant = "bench"
-platform = "discord"
-token = "{TOKEN}"
-api_base = "{base}"
-{rate}
-"#,
-        db = dir.join("bench.db").display(),
-        base = sim.base_url(),
-    );
-    let env: HashMap<String, String> = [("BENCH_MASTER_KEY".to_string(), Cipher::generate_key())]
-        .into_iter()
-        .collect();
-    let registry = switchboard_connectors::registry();
-    let config = config::parse(&toml, dir, &env, &registry).map_err(|p| {
-        anyhow::anyhow!(
-            "{}",
-            p.iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
-    Gateway::start(config, registry).await
 }
 
 /// `messages` texts round-robin over `channels` channels.
@@ -85,9 +30,30 @@ pub async fn pacing_discord(
     for c in 0..channels {
         sim.add_guild_channel(GUILD, &channel(c), &format!("room-{c}"));
     }
-    let dir = tempfile::tempdir()?;
-    let gateway = start(&sim, dir.path(), global).await?;
-    let base = format!("http://{}", gateway.addr);
+    let rate = global
+        .map(|g| format!("rate_limit = {{ per_bot = \"{g}/s\" }}"))
+        .unwrap_or_default();
+    let api_base = sim.base_url();
+    let started = crate::harness::start("sqlite", "FULL", |listen| {
+        format!(
+            r#"
+[server]
+listen = "{listen}"
+tenant_rate_limit = "none"
+[outbox]
+max_in_flight_per_bot = 256
+[[bots]]
+id = "dc"
+tenant = "bench"
+platform = "discord"
+token = "{TOKEN}"
+api_base = "{api_base}"
+{rate}
+"#
+        )
+    })
+    .await?;
+    let (gateway, base) = (started.gateway, started.base);
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -11,6 +11,7 @@
 //! The gateway and the simulator run in this process (the CPU column is the whole process).
 
 mod discord;
+mod harness;
 mod scenarios;
 mod sms;
 

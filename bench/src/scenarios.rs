@@ -1,16 +1,13 @@
 //! The scenarios: set up a gateway and a simulator, drive load over HTTP, print a table.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::json;
-use switchboard_core::secret::Cipher;
-use switchboard_gateway::{Gateway, config};
 use switchboard_sim::framework::rate::Rate;
 use switchboard_sim::telegram::{TelegramConfig, TelegramSim, UserMessage};
 
-const KEY: &str = "sk_bench_key_0123456789abcdefghij";
+use crate::harness::KEY;
 const TOKEN: &str = "424242:bench-token";
 const SECRET: &str = "bench_secret";
 
@@ -34,14 +31,7 @@ pub(crate) fn cpu_seconds() -> f64 {
 
 /// Peak resident set size of this process, MiB.
 pub(crate) fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
+    crate::harness::peak_rss_mib_of("self")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -52,9 +42,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 struct Setup {
-    gateway: Gateway,
+    gateway: switchboard_gateway::Gateway,
     sim: TelegramSim,
-    _dir: tempfile::TempDir,
+    _store: tempfile::TempDir,
 }
 
 async fn setup(
@@ -65,32 +55,18 @@ async fn setup(
 ) -> anyhow::Result<Setup> {
     let sim = TelegramSim::start(sim_config).await?;
     sim.add_bot(TOKEN, "bench_bot");
-    let dir = tempfile::tempdir()?;
-    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let listen = probe.local_addr()?;
-    drop(probe);
-    let url = if store == "sqlite" {
-        format!("sqlite://{}/bench.db", dir.path().display())
-    } else {
-        store.to_string()
-    };
-    let toml = format!(
-        r#"
+    let base = sim.base_url();
+    let started = crate::harness::start(store, "FULL", |listen| {
+        format!(
+            r#"
 [server]
 listen = "{listen}"
 public_url = "http://{listen}"
 tenant_rate_limit = "none"
-[storage]
-url = "env:BENCH_STORE"
-[security]
-master_key = "env:BENCH_MASTER_KEY"
 [feed]
 buffer = 65536
 [outbox]
 max_in_flight_per_bot = 256
-[[tenants]]
-id = "bench"
-api_keys = ["{KEY}"]
 [[bots]]
 id = "tg"
 tenant = "bench"
@@ -98,32 +74,16 @@ platform = "telegram"
 mode = "{mode}"
 token = "{TOKEN}"
 webhook_secret = "{SECRET}"
-api_base = "{}"
+api_base = "{base}"
 {bot_extra}
-"#,
-        sim.base_url()
-    );
-    let env: HashMap<String, String> = [
-        ("BENCH_STORE".to_string(), url),
-        ("BENCH_MASTER_KEY".to_string(), Cipher::generate_key()),
-    ]
-    .into_iter()
-    .collect();
-    let registry = switchboard_connectors::registry();
-    let config = config::parse(&toml, dir.path(), &env, &registry).map_err(|p| {
-        anyhow::anyhow!(
-            "{}",
-            p.iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
+"#
         )
-    })?;
-    let gateway = Gateway::start(config, registry).await?;
+    })
+    .await?;
     Ok(Setup {
-        gateway,
+        gateway: started.gateway,
         sim,
-        _dir: dir,
+        _store: started.dir,
     })
 }
 
@@ -433,23 +393,17 @@ pub async fn whatsapp(
         callback_url: None,
         verified_name: "Bench".into(),
     });
-    let dir = tempfile::tempdir()?;
-    let toml = format!(
-        r#"
+    let api_base = sim.base_url();
+    let started = crate::harness::start("sqlite", "FULL", |listen| {
+        format!(
+            r#"
 [server]
-listen = "127.0.0.1:0"
+listen = "{listen}"
 tenant_rate_limit = "none"
-[storage]
-url = "sqlite://{db}"
-[security]
-master_key = "env:BENCH_MASTER_KEY"
 [feed]
 buffer = 65536
 [outbox]
 max_in_flight_per_bot = 256
-[[tenants]]
-id = "bench"
-api_keys = ["{KEY}"]
 [[bots]]
 id = "wa"
 tenant = "bench"
@@ -458,27 +412,13 @@ phone_number_id = "{PHONE}"
 access_token = "{WA_TOKEN}"
 app_secret = "{APP_SECRET}"
 verify_token = "bench-verify"
-api_base = "{base}"
+api_base = "{api_base}"
 throughput_per_second = {throughput}
-"#,
-        db = dir.path().join("bench.db").display(),
-        base = sim.base_url(),
-    );
-    let env: HashMap<String, String> = [("BENCH_MASTER_KEY".to_string(), Cipher::generate_key())]
-        .into_iter()
-        .collect();
-    let registry = switchboard_connectors::registry();
-    let config = config::parse(&toml, dir.path(), &env, &registry).map_err(|p| {
-        anyhow::anyhow!(
-            "{}",
-            p.iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
+"#
         )
-    })?;
-    let gateway = Gateway::start(config, registry).await?;
-    let base = format!("http://{}", gateway.addr);
+    })
+    .await?;
+    let (gateway, base) = (started.gateway, started.base);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Ingest: signed notifications with `batch` messages each.

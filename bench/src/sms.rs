@@ -2,17 +2,14 @@
 //! the messages reach the provider (the simulator without rate limits), beside Kannel's
 //! `sendsms` -> fakesmsc measured in the same session (bench/kannel/run.sh starts Kannel).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use switchboard_core::secret::Cipher;
-use switchboard_gateway::{Gateway, config};
 use switchboard_sim::sms::{Provider, SmsConfig, SmsSim};
 
+use crate::harness::KEY;
 use crate::scenarios::{Run, client, drive_with, peak_rss_mib};
 
-const KEY: &str = "sk_bench_key_0123456789abcdefghij";
 const AT_USER: &str = "bench";
 const AT_KEY: &str = "atsk_bench_0123456789";
 
@@ -52,32 +49,17 @@ pub async fn sms(
 ) -> anyhow::Result<()> {
     let sim = SmsSim::start(SmsConfig::without_rate_limits()).await?;
     sim.add_at_account(AT_USER, AT_KEY, 1e12);
-    let dir = tempfile::tempdir()?;
-    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let listen = probe.local_addr()?;
-    drop(probe);
-    let url = if store == "sqlite" {
-        format!("sqlite://{}/bench.db", dir.path().display())
-    } else {
-        store.to_owned()
-    };
-    let toml = format!(
-        r#"
+    let api_base = sim.base_url();
+    let started = crate::harness::start(store, sync, |listen| {
+        format!(
+            r#"
 [server]
 listen = "{listen}"
 public_url = "http://{listen}"
 tenant_rate_limit = "none"
-[storage]
-url = "env:BENCH_STORE"
-sqlite_synchronous = "{sync}"
-[security]
-master_key = "env:BENCH_MASTER_KEY"
 [outbox]
 max_in_flight_per_bot = 256
 max_queued_per_bot = 1000000
-[[tenants]]
-id = "bench"
-api_keys = ["{KEY}"]
 [[bots]]
 id = "sms"
 tenant = "bench"
@@ -85,31 +67,15 @@ platform = "sms"
 provider = "africastalking"
 username = "{AT_USER}"
 api_key = "{AT_KEY}"
-api_base = "{base}"
+api_base = "{api_base}"
 throughput_per_second = 10000
 enabled = {enabled}
 "#,
-        enabled = !accept_only,
-        base = sim.base_url()
-    );
-    let env: HashMap<String, String> = [
-        ("BENCH_STORE".to_string(), url),
-        ("BENCH_MASTER_KEY".to_string(), Cipher::generate_key()),
-    ]
-    .into_iter()
-    .collect();
-    let registry = switchboard_connectors::registry();
-    let config = config::parse(&toml, dir.path(), &env, &registry).map_err(|p| {
-        anyhow::anyhow!(
-            "{}",
-            p.iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
+            enabled = !accept_only,
         )
-    })?;
-    let gateway = Gateway::start(config, registry).await?;
-    let base = format!("http://{}", gateway.addr);
+    })
+    .await?;
+    let (gateway, base) = (started.gateway, started.base);
     if reports {
         sim.set_at_callbacks(
             AT_USER,
@@ -203,15 +169,8 @@ pub async fn kannel(
     let delivered = messages as f64 / started.elapsed().as_secs_f64();
     let rss: f64 = pids
         .iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .sum::<f64>()
-        / 1024.0;
+        .map(|pid| crate::harness::peak_rss_mib_of(&pid.to_string()))
+        .sum();
     println!("scenario: kannel  messages={messages} concurrency={concurrency}");
     header();
     print(

@@ -35,3 +35,19 @@ pub fn registry_with(options: ConnectorOptions) -> ConnectorRegistry {
 }
 
 pub use text::{SplitProgress, split_text};
+
+/// A request that got no answer, as a transient error naming only what failed: reqwest's
+/// own message prints the URL, which may hold a token.
+pub(crate) fn network_error(
+    platform: &str,
+    e: reqwest::Error,
+) -> switchboard_core::error::ConnectorError {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    switchboard_core::error::ConnectorError::transient(format!("{platform}: {kind}"))
+}

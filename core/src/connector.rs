@@ -91,10 +91,13 @@ pub trait ConnectorFactory: Send + Sync + 'static {
     /// The platform's default limits, before the bot's `rate_limit` overrides.
     fn rate_policy(&self, settings: &serde_json::Map<String, serde_json::Value>) -> RatePolicy;
 
+    /// A connector for the bot. `public_url` is the gateway's `server.public_url` (callback
+    /// URLs given to the platform, webhook signatures over the URL).
     fn build(
         &self,
         bot: &Bot,
         credentials: Credentials,
+        public_url: Option<&str>,
     ) -> Result<Arc<dyn Connector>, ConnectorError>;
 }
 

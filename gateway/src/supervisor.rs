@@ -355,7 +355,7 @@ impl Supervisor {
                 ConnectorError::config(&errs)
             })?;
         }
-        let connector = factory.build(bot, creds)?;
+        let connector = factory.build(bot, creds, self.inner.public_url.as_deref())?;
         let pacer = connector.pacer(policy);
         Ok((connector, pacer))
     }

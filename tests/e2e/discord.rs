@@ -47,23 +47,8 @@ async fn setup(config: DiscordConfig, extra: &str) -> Setup {
 }
 
 async fn inbound(t: &TestGateway, n: usize) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, page) = t
-            .get(ACME_KEY, "/v1/messages?bot=dc&direction=inbound&limit=500")
-            .await;
-        let mut items = page["items"].as_array().cloned().unwrap_or_default();
-        if items.len() >= n {
-            items.reverse();
-            return items;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} of {n} inbound messages arrived",
-            items.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    t.wait_inbound(ACME_KEY, Some("dc"), n, Duration::from_secs(20))
+        .await
 }
 
 fn texts(messages: &[Value]) -> Vec<String> {

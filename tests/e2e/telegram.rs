@@ -47,21 +47,8 @@ fn user(chat: i64, text: &str) -> UserMessage {
 
 /// Inbound messages of the bot, oldest first, once `n` are there.
 async fn inbound(t: &TestGateway, n: usize) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, page) = t
-            .get(ACME_KEY, "/v1/messages?direction=inbound&limit=500")
-            .await;
-        let mut items = page["items"].as_array().cloned().unwrap_or_default();
-        if items.len() >= n {
-            items.reverse();
-            return items;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("{} of {n} inbound messages arrived", items.len());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    t.wait_inbound(ACME_KEY, None, n, Duration::from_secs(15))
+        .await
 }
 
 async fn send(t: &TestGateway, body: Value) -> String {

@@ -157,6 +157,7 @@ impl ConnectorFactory for FakeFactory {
         &self,
         bot: &Bot,
         credentials: Credentials,
+        _public_url: Option<&str>,
     ) -> Result<Arc<dyn Connector>, ConnectorError> {
         let n = |k: &str| bot.settings.get(k).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
         Ok(Arc::new(FakeConnector {

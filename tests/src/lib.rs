@@ -328,6 +328,36 @@ impl TestGateway {
     }
 
     /// Polls a message until its status is `status` (or, for sent/delivered, a later one).
+    /// Inbound messages (of `bot`, or of every bot), oldest first, once at least `n` are
+    /// stored; panics after `within`.
+    pub async fn wait_inbound(
+        &self,
+        key: &str,
+        bot: Option<&str>,
+        n: usize,
+        within: Duration,
+    ) -> Vec<Value> {
+        let path = match bot {
+            Some(b) => format!("/v1/messages?bot={b}&direction=inbound&limit=500"),
+            None => "/v1/messages?direction=inbound&limit=500".to_string(),
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (_, page) = self.get(key, &path).await;
+            let mut items = page["items"].as_array().cloned().unwrap_or_default();
+            if items.len() >= n {
+                items.reverse();
+                return items;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {n} inbound messages arrived",
+                items.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn wait_message(&self, key: &str, id: &str, status: &str, within: Duration) -> Value {
         let deadline = tokio::time::Instant::now() + within;
         loop {

@@ -77,6 +77,24 @@ impl DiscordConnector {
         *self.session.lock().unwrap_or_else(|e| e.into_inner()) = session;
     }
 
+    /// The session's events up to its sequence are stored: move the saved point there
+    /// (allocating only when the session itself changed).
+    fn advance_session(&self, session: &twilight_gateway::Session, resume_url: Option<&str>) {
+        let mut saved = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        match saved.as_mut() {
+            Some(s) if s.session_id == session.id() && s.resume_url.as_deref() == resume_url => {
+                s.sequence = session.sequence();
+            }
+            _ => {
+                *saved = Some(SavedSession {
+                    session_id: session.id().to_owned(),
+                    sequence: session.sequence(),
+                    resume_url: resume_url.map(str::to_owned),
+                });
+            }
+        }
+    }
+
     async fn persist_session(&self, ctx: &RunContext) {
         let value = match self.saved_session() {
             Some(s) => serde_json::to_string(&s).unwrap_or_default(),
@@ -214,11 +232,7 @@ pub(crate) async fn run(
             }
         }
         if let Some(session) = shard.session() {
-            connector.save_session(Some(SavedSession {
-                session_id: session.id().to_owned(),
-                sequence: session.sequence(),
-                resume_url: shard.resume_url().map(str::to_owned),
-            }));
+            connector.advance_session(session, shard.resume_url());
             if last_persist.elapsed() >= PERSIST_EVERY {
                 last_persist = Instant::now();
                 connector.persist_session(&ctx).await;

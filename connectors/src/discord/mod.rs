@@ -250,6 +250,7 @@ impl ConnectorFactory for DiscordFactory {
         &self,
         bot: &Bot,
         credentials: Credentials,
+        _public_url: Option<&str>,
     ) -> Result<Arc<dyn Connector>, ConnectorError> {
         let settings = settings(&bot.settings).map_err(|p| ConnectorError::config(&p))?;
         let token = credentials

@@ -121,14 +121,17 @@ impl Rest {
         }
         let response = builder.send().await.map_err(network_error)?;
         let status = response.status().as_u16();
-        if let (Some(key), Some(pacer)) = (bucket, self.current_pacer())
+        let pacer = bucket.and_then(|key| Some((key, self.current_pacer()?)));
+        if let Some((key, pacer)) = &pacer
             && let Some(headers) = BucketHeaders::parse(response.headers())
         {
             pacer.observe(key, headers);
         }
-        let headers = response.headers().clone();
+        let success = (200..300).contains(&status);
+        // Only an error answer needs its headers after the body (Retry-After, scope).
+        let headers = (!success).then(|| response.headers().clone());
         let bytes = response.bytes().await.map_err(network_error)?;
-        if (200..300).contains(&status) {
+        if success {
             if bytes.is_empty() {
                 return Ok(Value::Null);
             }
@@ -137,13 +140,13 @@ impl Rest {
             });
         }
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let error = classify(status, &headers, &body);
+        let error = classify(status, &headers.unwrap_or_default(), &body);
         if let ConnectorError::RateLimited {
             retry_after: Some(wait),
             whole_bot: false,
             ..
         } = &error
-            && let (Some(key), Some(pacer)) = (bucket, self.current_pacer())
+            && let Some((key, pacer)) = &pacer
         {
             pacer.exhausted(key, *wait);
         }
@@ -152,14 +155,7 @@ impl Rest {
 }
 
 fn network_error(e: reqwest::Error) -> ConnectorError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "connection failed"
-    };
-    ConnectorError::transient(format!("Discord REST {what}"))
+    crate::network_error("Discord REST", e)
 }
 
 /// Maps a Discord error answer to the error classification.

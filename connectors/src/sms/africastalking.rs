@@ -39,16 +39,7 @@ impl AfricasTalking {
             .header("Accept", "application/json")
             .send()
             .await
-            .map_err(|e| {
-                ConnectorError::transient(format!(
-                    "Africa's Talking: {}",
-                    if e.is_timeout() {
-                        "timed out"
-                    } else {
-                        "connection failed"
-                    }
-                ))
-            })?;
+            .map_err(|e| crate::network_error("Africa's Talking", e))?;
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         match status {

@@ -41,16 +41,7 @@ impl BulkSms {
             .basic_auth(&self.username, Some(self.password.expose()))
             .send()
             .await
-            .map_err(|e| {
-                ConnectorError::transient(format!(
-                    "BulkSMS: {}",
-                    if e.is_timeout() {
-                        "timed out"
-                    } else {
-                        "connection failed"
-                    }
-                ))
-            })?;
+            .map_err(|e| crate::network_error("BulkSMS", e))?;
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if (200..300).contains(&status) {

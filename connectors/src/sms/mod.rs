@@ -367,6 +367,7 @@ impl ConnectorFactory for SmsFactory {
         &self,
         bot: &Bot,
         credentials: Credentials,
+        public_url: Option<&str>,
     ) -> Result<Arc<dyn Connector>, ConnectorError> {
         let s = settings(&bot.settings).map_err(|p| ConnectorError::config(&p))?;
         let secret = credentials
@@ -387,7 +388,7 @@ impl ConnectorFactory for SmsFactory {
             settings: s,
             provider,
             webhook_secret: credentials.get("webhook_secret").cloned(),
-            public_url: tokio::sync::OnceCell::new(),
+            public_url: public_url.map(str::to_owned),
             balance: Mutex::new(None),
             funds_floor: Mutex::new(Floor::None),
             pacer: Mutex::new(None),
@@ -416,8 +417,8 @@ pub struct SmsConnector {
     settings: Settings,
     provider: Box<dyn Provider>,
     webhook_secret: Option<Secret>,
-    /// `server.public_url`, learned when the bot runs (Twilio signs the URL it posts to).
-    public_url: tokio::sync::OnceCell<Option<String>>,
+    /// `server.public_url` (Twilio signs the URL it posts to; status callbacks go to it).
+    public_url: Option<String>,
     balance: Mutex<Option<Balance>>,
     /// Below what balance sending stays paused, after a send was refused for funds.
     funds_floor: Mutex<Floor>,
@@ -450,23 +451,9 @@ fn amount(balance: &Balance) -> Option<f64> {
 }
 
 impl SmsConnector {
-    /// The webhook URL of `subpath` under `server.public_url`, once the run said it.
-    async fn webhook_url(&self, subpath: &str) -> Option<String> {
-        let base = match self.public_url.get() {
-            Some(base) => base.clone(),
-            // The outbox may be attached a moment before the run starts.
-            None => tokio::time::timeout(Duration::from_secs(10), async {
-                loop {
-                    if let Some(base) = self.public_url.get() {
-                        return base.clone();
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-            .await
-            .ok()
-            .flatten(),
-        }?;
+    /// The webhook URL of `subpath` under `server.public_url`.
+    fn webhook_url(&self, subpath: &str) -> Option<String> {
+        let base = self.public_url.as_deref()?;
         Some(format!(
             "{}/webhooks/sms/{}{subpath}",
             base.trim_end_matches('/'),
@@ -512,13 +499,12 @@ impl SmsConnector {
 
 #[async_trait]
 impl Connector for SmsConnector {
-    /// Webhook-only: learn the public URL, check the account, then wait.
+    /// Webhook-only: check the account, then wait.
     async fn run(&self, ctx: RunContext) -> Result<(), ConnectorError> {
-        let _ = self.public_url.set(ctx.public_url.clone());
         if self.webhook_secret.is_none() && !self.settings.kind.signs_webhooks() {
             tracing::warn!(bot = %self.bot_id, provider = self.settings.kind.name(), "this provider does not sign its callbacks and the bot has no webhook_secret: anyone who knows the URL can post delivery reports and inbound SMS");
         }
-        if ctx.public_url.is_none() {
+        if self.public_url.is_none() {
             tracing::warn!(bot = %self.bot_id, "server.public_url is not set: no delivery reports from providers that take a callback URL per message; Twilio signatures are checked against the URL the request names (Host)");
         }
         let checked = tokio::select! {
@@ -547,7 +533,7 @@ impl Connector for SmsConnector {
             to,
             body: text,
             encoding: seg.encoding,
-            status_callback: self.webhook_url("/status").await,
+            status_callback: self.webhook_url("/status"),
             reference: &request.message.id,
         };
         match self.provider.send(&sms).await {
@@ -637,7 +623,7 @@ impl Connector for SmsConnector {
         }
         // The URL the provider posted to: under server.public_url when it is set (exactly as
         // configured), else as this request names it (Host, X-Forwarded-Proto).
-        let url = match self.webhook_url(&subpath).await {
+        let url = match self.webhook_url(&subpath) {
             Some(u) => Some(u),
             None => request.header("host").map(|host| {
                 let scheme = request

@@ -60,16 +60,7 @@ impl Twilio {
             .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
             .send()
             .await
-            .map_err(|e| {
-                ConnectorError::transient(format!(
-                    "Twilio: {}",
-                    if e.is_timeout() {
-                        "timed out"
-                    } else {
-                        "connection failed"
-                    }
-                ))
-            })?;
+            .map_err(|e| crate::network_error("Twilio", e))?;
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if (200..300).contains(&status) {

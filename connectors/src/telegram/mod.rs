@@ -299,6 +299,7 @@ impl ConnectorFactory for TelegramFactory {
         &self,
         bot: &Bot,
         credentials: Credentials,
+        _public_url: Option<&str>,
     ) -> Result<Arc<dyn Connector>, ConnectorError> {
         let s = settings(&bot.settings).map_err(|p| ConnectorError::config(&p))?;
         let token = credentials

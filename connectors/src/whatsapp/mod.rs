@@ -242,6 +242,7 @@ impl ConnectorFactory for WhatsAppFactory {
         &self,
         bot: &Bot,
         credentials: Credentials,
+        _public_url: Option<&str>,
     ) -> Result<Arc<dyn Connector>, ConnectorError> {
         let s = settings(&bot.settings).map_err(|p| ConnectorError::config(&p))?;
         let get = |k: &str| {

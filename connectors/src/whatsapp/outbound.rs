@@ -146,16 +146,8 @@ fn body(to: &str, content: &Content, reply_to: Option<&str>) -> Result<Value, Co
     Ok(b)
 }
 
-/// reqwest errors can print the URL; ours hold no secret, but keep messages short and alike.
 fn network(e: reqwest::Error) -> ConnectorError {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    ConnectorError::transient(format!("network: {kind}"))
+    crate::network_error("network", e)
 }
 
 impl WhatsAppConnector {

@@ -162,11 +162,7 @@ pub(super) async fn delete_group(
     tenant: &str,
     id: &str,
 ) -> Result<Output, StoreError> {
-    sqlx::query("DELETE FROM group_members WHERE group_id IN (SELECT id FROM contact_groups WHERE id = $1 AND tenant_id = $2)")
-        .bind(id)
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?;
+    // Its memberships go with it (ON DELETE CASCADE).
     let gone = sqlx::query("DELETE FROM contact_groups WHERE id = $1 AND tenant_id = $2")
         .bind(id)
         .bind(tenant)
@@ -186,15 +182,7 @@ pub(super) async fn add_members(
     group: &str,
     contacts: &[String],
 ) -> Result<Output, StoreError> {
-    let found: Option<(String,)> =
-        sqlx::query_as("SELECT id FROM contact_groups WHERE id = $1 AND tenant_id = $2")
-            .bind(group)
-            .bind(tenant)
-            .fetch_optional(&mut *tx)
-            .await?;
-    found.ok_or(StoreError::NotFound)?;
-    let now = now_micros();
-    let mut added = 0u64;
+    group_in_tenant(tx, tenant, group).await?;
     for contact in contacts {
         let exists: Option<(String,)> =
             sqlx::query_as("SELECT id FROM contacts WHERE id = $1 AND tenant_id = $2")
@@ -207,6 +195,34 @@ pub(super) async fn add_members(
                 "contact_ids: no contact {contact:?}"
             )));
         }
+    }
+    Ok(Output::Count(insert_members(tx, group, contacts).await?))
+}
+
+/// The group exists in the tenant, else `NotFound`.
+pub(super) async fn group_in_tenant(
+    tx: &mut Conn,
+    tenant: &str,
+    group: &str,
+) -> Result<(), StoreError> {
+    let found: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM contact_groups WHERE id = $1 AND tenant_id = $2")
+            .bind(group)
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+    found.map(|_| ()).ok_or(StoreError::NotFound)
+}
+
+/// Puts contacts (known to exist) in the group; those already in it stay. How many joined.
+pub(super) async fn insert_members(
+    tx: &mut Conn,
+    group: &str,
+    contacts: &[String],
+) -> Result<u64, StoreError> {
+    let now = now_micros();
+    let mut added = 0;
+    for contact in contacts {
         let r = sqlx::query(
             "INSERT INTO group_members (group_id, contact_id, added_at) VALUES ($1, $2, $3) \
              ON CONFLICT (group_id, contact_id) DO NOTHING",
@@ -218,7 +234,7 @@ pub(super) async fn add_members(
         .await?;
         added += r.rows_affected();
     }
-    Ok(Output::Count(added))
+    Ok(added)
 }
 
 pub(super) async fn remove_member(
@@ -227,13 +243,7 @@ pub(super) async fn remove_member(
     group: &str,
     contact: &str,
 ) -> Result<Output, StoreError> {
-    let found: Option<(String,)> =
-        sqlx::query_as("SELECT id FROM contact_groups WHERE id = $1 AND tenant_id = $2")
-            .bind(group)
-            .bind(tenant)
-            .fetch_optional(&mut *tx)
-            .await?;
-    found.ok_or(StoreError::NotFound)?;
+    group_in_tenant(tx, tenant, group).await?;
     let r = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND contact_id = $2")
         .bind(group)
         .bind(contact)

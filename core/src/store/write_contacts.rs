@@ -176,10 +176,7 @@ pub(super) async fn delete_contact(
     if gone.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }
-    sqlx::query("DELETE FROM contact_identities WHERE contact_id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    // Its identities and memberships go with it (ON DELETE CASCADE).
     sqlx::query(
         "UPDATE conversations SET contact_id = NULL WHERE contact_id = $1 AND tenant_id = $2",
     )
@@ -198,25 +195,9 @@ pub(super) async fn import_contacts(
     group: &str,
     items: &[NewContact],
 ) -> Result<BulkOutcome, StoreError> {
-    let found: Option<(String,)> =
-        sqlx::query_as("SELECT id FROM contact_groups WHERE id = $1 AND tenant_id = $2")
-            .bind(group)
-            .bind(tenant)
-            .fetch_optional(&mut *tx)
-            .await?;
-    found.ok_or(StoreError::NotFound)?;
+    super::groups::group_in_tenant(tx, tenant, group).await?;
     let out = bulk_contacts(tx, tenant, items).await?;
-    let now = now_micros();
-    for id in out.created.iter().chain(&out.existing_ids) {
-        sqlx::query(
-            "INSERT INTO group_members (group_id, contact_id, added_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (group_id, contact_id) DO NOTHING",
-        )
-        .bind(group)
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    }
+    super::groups::insert_members(tx, group, &out.created).await?;
+    super::groups::insert_members(tx, group, &out.existing_ids).await?;
     Ok(out)
 }
