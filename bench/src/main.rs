@@ -65,6 +65,10 @@ enum Scenario {
         /// (WAL: durable against a crash of the process, not of the machine).
         #[arg(long, default_value = "FULL")]
         sync: String,
+        /// Drive the load with ApacheBench (`ab -k`, one recipient) instead of the built-in
+        /// client: the same client as Kannel's anchor, outside this process.
+        #[arg(long)]
+        ab: bool,
     },
     /// Kannel's sendsms under the same load (Kannel started by bench/kannel/run.sh).
     Kannel {
@@ -82,6 +86,9 @@ enum Scenario {
         /// bearerbox and smsbox, for their peak RSS.
         #[arg(long, value_delimiter = ',')]
         pids: Vec<u32>,
+        /// Drive the load with ApacheBench (`ab -k`, one recipient).
+        #[arg(long)]
+        ab: bool,
     },
     /// WhatsApp: signed webhook batches ingested durably (vs a bare handler), then template
     /// sends to distinct recipients at the number's throughput.
@@ -129,14 +136,27 @@ async fn main() -> anyhow::Result<()> {
             accept_only,
             reports,
             sync,
-        } => sms::sms(messages, concurrency, &store, accept_only, reports, &sync).await,
+            ab,
+        } => {
+            sms::sms(
+                messages,
+                concurrency,
+                &store,
+                accept_only,
+                reports,
+                &sync,
+                ab,
+            )
+            .await
+        }
         Scenario::Kannel {
             messages,
             concurrency,
             sendsms,
             status,
             pids,
-        } => sms::kannel(messages, concurrency, &sendsms, &status, &pids).await,
+            ab,
+        } => sms::kannel(messages, concurrency, &sendsms, &status, &pids, ab).await,
         Scenario::IngestTelegram {
             updates,
             concurrency,

@@ -46,6 +46,7 @@ pub async fn sms(
     accept_only: bool,
     reports: bool,
     sync: &str,
+    ab: bool,
 ) -> anyhow::Result<()> {
     let sim = SmsSim::start(SmsConfig::without_rate_limits()).await?;
     sim.add_at_account(AT_USER, AT_KEY, 1e12);
@@ -86,14 +87,27 @@ enabled = {enabled}
     let http = client(concurrency);
     let url = format!("{base}/v1/messages");
     let started = Instant::now();
-    let run = drive_with(messages, concurrency, |i| {
-        http.post(&url).bearer_auth(KEY).json(&json!({
-            "bot_id": "sms", "to": {"phone": recipient(i)},
-            "content": {"type": "text", "text": format!("Your code is {i:06}")}
-        }))
-    })
-    .await;
-    while !accept_only && sim.sent(Provider::AfricasTalking, AT_USER).len() < messages - run.errors
+    let run = if ab {
+        let body = json!({
+            "bot_id": "sms", "to": {"phone": recipient(0)},
+            "content": {"type": "text", "text": "Your code is 000000"}
+        });
+        apache_bench(messages, concurrency, &url, Some(&body.to_string()))?
+    } else {
+        drive_with(messages, concurrency, |i| {
+            http.post(&url).bearer_auth(KEY).json(&json!({
+                "bot_id": "sms", "to": {"phone": recipient(i)},
+                "content": {"type": "text", "text": format!("Your code is {i:06}")}
+            }))
+        })
+        .await
+    };
+    // ab sends every request to one number, and the outbox keeps each conversation's order
+    // (one message in flight per recipient): its delivered rate would measure one
+    // recipient's round trip, not the gateway. The bot still sends during the run.
+    let count_deliveries = !accept_only && !ab;
+    while count_deliveries
+        && sim.sent(Provider::AfricasTalking, AT_USER).len() < messages - run.errors
     {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(600),
@@ -101,9 +115,14 @@ enabled = {enabled}
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let delivered = (!accept_only).then(|| messages as f64 / started.elapsed().as_secs_f64());
+    let delivered = count_deliveries.then(|| messages as f64 / started.elapsed().as_secs_f64());
     println!(
-        "scenario: sms  messages={messages} concurrency={concurrency} store={store} synchronous={sync}{}{}",
+        "scenario: sms  messages={messages} concurrency={concurrency} store={store} synchronous={sync} client={}{}{}",
+        if ab {
+            "ab, one recipient"
+        } else {
+            "built-in, 1,000 recipients"
+        },
         if accept_only {
             " (bot stopped: accept only)"
         } else {
@@ -128,6 +147,86 @@ enabled = {enabled}
     Ok(())
 }
 
+/// POSTs `body` `messages` times with ApacheBench (`ab -k`), `concurrency` at a time, and
+/// reads its report. CPU is this process's (gateway and simulator), not ab's.
+fn apache_bench(
+    messages: usize,
+    concurrency: usize,
+    url: &str,
+    body: Option<&str>,
+) -> anyhow::Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let csv = dir.path().join("percentiles.csv");
+    let mut ab = std::process::Command::new("ab");
+    ab.args([
+        "-q",
+        "-k",
+        "-n",
+        &messages.to_string(),
+        "-c",
+        &concurrency.to_string(),
+    ]);
+    if let Some(body) = body {
+        let body_path = dir.path().join("body.json");
+        std::fs::write(&body_path, body)?;
+        ab.arg("-p").arg(&body_path).args([
+            "-T",
+            "application/json",
+            "-H",
+            &format!("Authorization: Bearer {KEY}"),
+        ]);
+    }
+    let cpu0 = crate::scenarios::cpu_seconds();
+    let out = ab
+        .arg("-e")
+        .arg(&csv)
+        .arg(url)
+        .output()
+        .map_err(|e| anyhow::anyhow!("running ab (Debian package apache2-utils): {e}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ab failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cpu = crate::scenarios::cpu_seconds() - cpu0;
+    let report = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> Option<f64> {
+        let line = report.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..].split_whitespace().next()?.parse().ok()
+    };
+    let complete = field("Complete requests:")
+        .ok_or_else(|| anyhow::anyhow!("ab printed no report: {report}"))?;
+    let non2xx = field("Non-2xx responses:").unwrap_or(0.0);
+    // ab counts a response whose length differs from the first one's as failed ("Length");
+    // ours differ by their ids and times, so only the other kinds are errors.
+    let length_only = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("(Connect:"))
+        .and_then(|l| l.split("Length: ").nth(1))
+        .and_then(|l| l.split(',').next())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let failed = field("Failed requests:").unwrap_or(0.0) - length_only;
+    let rps = field("Requests per second:").unwrap_or(0.0);
+    let percentiles = std::fs::read_to_string(&csv).unwrap_or_default();
+    let at = |p: &str| -> Duration {
+        percentiles
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{p},")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(Duration::ZERO, |ms| Duration::from_secs_f64(ms / 1e3))
+    };
+    let errors = (messages as f64 - complete + non2xx + failed) as usize;
+    Ok(Run {
+        // ab's rate counts every completed request; only 2xx are accepted.
+        rate: rps * (complete - non2xx) / complete.max(1.0),
+        p50: at("50"),
+        p99: at("99"),
+        errors,
+        cpu,
+    })
+}
+
 /// Kannel: `GET /cgi-bin/sendsms` on smsbox, delivered count from bearerbox's status page.
 pub async fn kannel(
     messages: usize,
@@ -135,6 +234,7 @@ pub async fn kannel(
     sendsms: &str,
     status: &str,
     pids: &[u32],
+    ab: bool,
 ) -> anyhow::Result<()> {
     let http = client(concurrency);
     let sent_so_far = || async {
@@ -146,15 +246,23 @@ pub async fn kannel(
     };
     let before = sent_so_far().await.unwrap_or(0);
     let started = Instant::now();
-    let run = drive_with(messages, concurrency, |i| {
-        http.get(sendsms).query(&[
-            ("username", "tester"),
-            ("password", "foobar"),
-            ("to", &recipient(i)),
-            ("text", &format!("Your code is {i:06}")),
-        ])
-    })
-    .await;
+    let run = if ab {
+        let url = format!(
+            "{sendsms}?username=tester&password=foobar&to=%2B{}&text=Your+code+is+000000",
+            &recipient(0)[1..]
+        );
+        apache_bench(messages, concurrency, &url, None)?
+    } else {
+        drive_with(messages, concurrency, |i| {
+            http.get(sendsms).query(&[
+                ("username", "tester"),
+                ("password", "foobar"),
+                ("to", &recipient(i)),
+                ("text", &format!("Your code is {i:06}")),
+            ])
+        })
+        .await
+    };
     let target = before + (messages - run.errors) as u64;
     loop {
         if sent_so_far().await.unwrap_or(0) >= target {

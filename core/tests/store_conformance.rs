@@ -649,3 +649,120 @@ async fn api_keys_resolve_to_their_tenant_until_revoked() {
         assert_eq!(s.tenant_for_key_hash("h1").await.unwrap(), None);
     }
 }
+
+#[tokio::test]
+async fn enqueues_and_transitions_committed_together_stay_exact() {
+    // Many writes in flight at once share batches: recipients read once per batch, messages
+    // written together. The outcome must be what one-at-a-time writes would give.
+    for b in backends().await {
+        let s = b.store.clone();
+        tenant_with_bot(&s, "acme", "tg1").await;
+        let mut jobs = tokio::task::JoinSet::new();
+        for i in 0..63 {
+            let s = s.clone();
+            jobs.spawn(async move {
+                let mut o = outbound("acme", "tg1", &format!("c{}", i % 5), &format!("m{i}"));
+                if i % 21 == 20 {
+                    o.to = Recipient::Conversation("nope".into());
+                }
+                (i, s.enqueue(o).await)
+            });
+        }
+        let mut ids = Vec::new();
+        while let Some(done) = jobs.join_next().await {
+            match done.unwrap() {
+                (i, Ok(e)) if i % 21 != 20 => ids.push(e.message.id),
+                (i, r) => assert!(
+                    i % 21 == 20 && matches!(r, Err(StoreError::Invalid(_))),
+                    "{}: enqueue {i}: {:?}",
+                    b.name,
+                    r.map(|e| e.message.id)
+                ),
+            }
+        }
+        assert_eq!(ids.len(), 60);
+        let filter = ConversationFilter {
+            bot: Some("tg1".into()),
+            ..Default::default()
+        };
+        let conversations = s
+            .list_conversations(&Scope::All, &filter, &page(100))
+            .await
+            .unwrap();
+        assert_eq!(conversations.items.len(), 5, "{}: one per chat", b.name);
+        // A delivery report that arrives before its message is marked sent waits for it.
+        s.ingest(
+            "tg1",
+            vec![InboundEvent::Status(StatusReport {
+                external_id: "x7".into(),
+                status: MessageStatus::Delivered,
+                at: Utc::now(),
+                error: None,
+            })],
+        )
+        .await
+        .unwrap();
+        let mut jobs = tokio::task::JoinSet::new();
+        for (i, id) in ids.iter().enumerate() {
+            let (s1, id) = (s.clone(), id.clone());
+            jobs.spawn(async move {
+                s1.mark_sending(&id).await?;
+                s1.mark_sent(&id, &format!("x{i}"), None).await
+            });
+            // New messages committed beside the transitions.
+            let s2 = s.clone();
+            jobs.spawn(async move {
+                s2.enqueue(outbound("acme", "tg1", &format!("c{}", i % 7), "more"))
+                    .await
+                    .map(|e| e.message)
+            });
+        }
+        while let Some(done) = jobs.join_next().await {
+            done.unwrap().unwrap();
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let m = s.get_message(&Scope::All, id).await.unwrap();
+            let want = if i == 7 {
+                MessageStatus::Delivered
+            } else {
+                MessageStatus::Sent
+            };
+            assert_eq!((m.status, m.attempts), (want, 1), "{}: message {i}", b.name);
+            assert_eq!(m.external_id, Some(format!("x{i}")));
+            let history: Vec<_> = m.status_history.iter().map(|h| h.status).collect();
+            assert_eq!(
+                &history[..3],
+                &[
+                    MessageStatus::Queued,
+                    MessageStatus::Sending,
+                    MessageStatus::Sent
+                ]
+            );
+        }
+        let queued = s.outbox("tg1").await.unwrap();
+        assert_eq!(
+            queued.len(),
+            60,
+            "{}: the new messages wait to be sent",
+            b.name
+        );
+        let conversations = s
+            .list_conversations(&Scope::All, &filter, &page(100))
+            .await
+            .unwrap();
+        assert_eq!(conversations.items.len(), 7, "{}", b.name);
+        let seqs: Vec<i64> = s
+            .list_events("acme", 0, None, None, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as i64).collect::<Vec<_>>(),
+            "{}",
+            b.name
+        );
+    }
+}

@@ -1,5 +1,8 @@
 //! A small SQL builder for queries with optional filters: `$n` placeholders numbered in
-//! order of appearance, which both PostgreSQL and sqlx's SQLite driver accept.
+//! order of appearance, which both PostgreSQL and sqlx's SQLite driver accept. Statements
+//! with many parameters (multi-row writes, long `IN` lists) are built with [`Sql::on`],
+//! which uses SQLite's anonymous `?` there: sqlx looks each `$n` up by name, and SQLite's
+//! lookup is linear in the number of names, so `$n` costs O(n²) per statement.
 
 use sqlx::Arguments;
 use sqlx::any::{Any, AnyArguments};
@@ -8,6 +11,8 @@ pub struct Sql {
     pub text: String,
     n: usize,
     pub args: AnyArguments,
+    /// `?` placeholders (SQLite) instead of `$n`.
+    anonymous: bool,
 }
 
 impl Sql {
@@ -16,7 +21,15 @@ impl Sql {
             text: text.to_string(),
             n: 0,
             args: AnyArguments::default(),
+            anonymous: false,
         }
+    }
+
+    /// A statement for `conn`'s backend: `?` placeholders on SQLite, `$n` on PostgreSQL.
+    pub fn on(conn: &sqlx::AnyConnection, text: &str) -> Self {
+        let mut q = Sql::new(text);
+        q.anonymous = conn.backend_name().eq_ignore_ascii_case("sqlite");
+        q
     }
 
     pub fn push(&mut self, s: &str) -> &mut Self {
@@ -30,8 +43,12 @@ impl Sql {
         T: for<'q> sqlx::Encode<'q, Any> + sqlx::Type<Any> + Send + 'static,
     {
         self.n += 1;
-        self.text.push('$');
-        self.text.push_str(&self.n.to_string());
+        if self.anonymous {
+            self.text.push('?');
+        } else {
+            self.text.push('$');
+            self.text.push_str(&self.n.to_string());
+        }
         // Encoding into AnyArguments only fails for types Any cannot carry, which this
         // module never binds; keep the error visible in logs rather than panic.
         if let Err(e) = self.args.add(value) {

@@ -64,29 +64,83 @@ pub(super) async fn insert_message(
     m: &Message,
     dedup_key: Option<&str>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO messages (id, tenant_id, bot_id, platform, conversation_id, contact_id, direction, content, \
-         status, error, external_id, reply_to, attempts, dedup_key, created_at, sent_at, delivered_at, read_at, status_history, segments) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, 0, $12, $13, $14, NULL, NULL, $15, $16)",
+    insert_messages(tx, &[(m, dedup_key)]).await
+}
+
+/// Rows per multi-row message write (21 parameters each, far below both backends' limits).
+const MESSAGES_PER_WRITE: usize = 40;
+
+/// Inserts messages (with their dedup keys) in a few multi-row statements.
+pub(super) async fn insert_messages(
+    tx: &mut Conn,
+    rows: &[(&Message, Option<&str>)],
+) -> Result<(), StoreError> {
+    write_messages(tx, rows, "").await
+}
+
+/// Writes the state of messages that exist (status, error, external id, attempts, times,
+/// history, cost) in a few multi-row statements.
+pub(super) async fn save_messages(tx: &mut Conn, rows: &[&Message]) -> Result<(), StoreError> {
+    let rows: Vec<(&Message, Option<&str>)> = rows.iter().map(|m| (*m, None)).collect();
+    write_messages(
+        tx,
+        &rows,
+        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, error = excluded.error, \
+         external_id = excluded.external_id, attempts = excluded.attempts, sent_at = excluded.sent_at, \
+         delivered_at = excluded.delivered_at, read_at = excluded.read_at, \
+         status_history = excluded.status_history, cost = excluded.cost",
     )
-    .bind(&m.id)
-    .bind(&m.tenant)
-    .bind(&m.bot_id)
-    .bind(m.platform.as_str())
-    .bind(&m.conversation_id)
-    .bind(&m.contact_id)
-    .bind(m.direction.as_str())
-    .bind(serde_json::to_string(&m.content).map_err(StoreError::corrupt)?)
-    .bind(m.status.as_str())
-    .bind(&m.external_id)
-    .bind(&m.reply_to)
-    .bind(dedup_key)
-    .bind(to_micros(m.created_at))
-    .bind(m.sent_at.map(to_micros))
-    .bind(serde_json::to_string(&m.status_history).map_err(StoreError::corrupt)?)
-    .bind(m.segments.map(i64::from))
-    .execute(&mut *tx)
-    .await?;
+    .await
+}
+
+async fn write_messages(
+    tx: &mut Conn,
+    rows: &[(&Message, Option<&str>)],
+    on_conflict: &str,
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(MESSAGES_PER_WRITE) {
+        let mut q = super::sql::Sql::on(
+            &*tx,
+            "INSERT INTO messages (id, tenant_id, bot_id, platform, conversation_id, contact_id, direction, content, \
+             status, error, external_id, reply_to, attempts, dedup_key, created_at, sent_at, delivered_at, read_at, \
+             status_history, segments, cost) VALUES ",
+        );
+        for (i, (m, dedup_key)) in chunk.iter().enumerate() {
+            q.push(if i == 0 { "(" } else { ", (" });
+            q.bind(m.id.clone()).push(", ");
+            q.bind(m.tenant.clone()).push(", ");
+            q.bind(m.bot_id.clone()).push(", ");
+            q.bind(m.platform.as_str().to_owned()).push(", ");
+            q.bind(m.conversation_id.clone()).push(", ");
+            q.bind(m.contact_id.clone()).push(", ");
+            q.bind(m.direction.as_str().to_owned()).push(", ");
+            q.bind(serde_json::to_string(&m.content).map_err(StoreError::corrupt)?)
+                .push(", ");
+            q.bind(m.status.as_str().to_owned()).push(", ");
+            q.bind(
+                m.error
+                    .as_ref()
+                    .map(|e| serde_json::to_string(e).unwrap_or_default()),
+            )
+            .push(", ");
+            q.bind(m.external_id.clone()).push(", ");
+            q.bind(m.reply_to.clone()).push(", ");
+            q.bind(m.attempts as i64).push(", ");
+            q.bind(dedup_key.map(str::to_owned)).push(", ");
+            q.bind(to_micros(m.created_at)).push(", ");
+            q.bind(m.sent_at.map(to_micros)).push(", ");
+            q.bind(m.delivered_at.map(to_micros)).push(", ");
+            q.bind(m.read_at.map(to_micros)).push(", ");
+            q.bind(serde_json::to_string(&m.status_history).map_err(StoreError::corrupt)?)
+                .push(", ");
+            q.bind(m.segments.map(i64::from)).push(", ");
+            q.bind(m.cost.clone()).push(")");
+        }
+        q.push(on_conflict);
+        sqlx::query_with::<sqlx::any::Any, _>(sqlx::AssertSqlSafe(q.text), q.args)
+            .execute(&mut *tx)
+            .await?;
+    }
     Ok(())
 }
 

@@ -3,7 +3,11 @@
 //! Writers send a [`Job`] and await its reply. The task takes every job waiting (up to
 //! `max_batch`), opens one transaction, applies each job inside its own savepoint, gives the
 //! events of each successful job the tenant's next sequence numbers and inserts them, writes
-//! the tenants' new `last_seq`, commits, and only then replies and publishes the events. A
+//! the tenants' new `last_seq`, commits, and only then replies and publishes the events.
+//! Enqueues and outbox transitions, the hot path, work per batch: their contacts,
+//! conversations and messages are read for the whole batch at once, their messages written
+//! in multi-row statements (before any other job reads messages), and a job that runs no
+//! statement of its own needs no savepoint. A
 //! failed commit fails every job of the batch (nothing was written). Because one task writes,
 //! sequence numbers have no gaps and events are published in seq order; on PostgreSQL the
 //! `UPDATE tenants ... RETURNING last_seq` row lock keeps that true across instances.
@@ -296,6 +300,8 @@ struct BatchCtx {
     seen_bots: std::collections::BTreeSet<String>,
     /// Conversations that got an outbound message: last_message_at, once at the end.
     touched_conversations: std::collections::BTreeSet<String>,
+    /// The enqueues' recipients, read at once, and their messages, inserted together.
+    outbound: super::write_outbound::OutboundBatch,
 }
 
 impl BatchCtx {
@@ -322,11 +328,45 @@ async fn apply_batch(
     let mut results = Vec::with_capacity(batch.len());
     let mut published = Vec::new();
     let mut ctx = BatchCtx::default();
+    let enqueues: Vec<&NewOutbound> = batch
+        .iter()
+        .filter_map(|j| match &j.op {
+            Op::Enqueue(new) => Some(&**new),
+            _ => None,
+        })
+        .collect();
+    if !enqueues.is_empty() {
+        ctx.outbound.prefetch(&mut tx, &enqueues).await?;
+    }
+    let transitions: Vec<(&str, &Transition)> = batch
+        .iter()
+        .filter_map(|j| match &j.op {
+            Op::Transition { id, t } => Some((id.as_str(), t)),
+            _ => None,
+        })
+        .collect();
+    if !transitions.is_empty() {
+        ctx.outbound
+            .prefetch_transitions(&mut tx, &transitions)
+            .await?;
+    }
     for job in batch {
-        // A savepoint isolates a job that fails half-way. A job with a single write needs
-        // none on SQLite, where a failed statement leaves the transaction usable (on
-        // PostgreSQL it aborts it, so every job gets one there).
-        let savepoint = !(dialect == Dialect::Sqlite && job.op.single_write());
+        // Only enqueues and outbox transitions leave what the batch read of contacts,
+        // conversations and messages true; anything else reads the store afresh.
+        if !matches!(job.op, Op::Enqueue(_) | Op::Transition { .. }) {
+            ctx.outbound.flush(&mut tx).await?;
+            ctx.outbound.forget();
+        }
+        // A savepoint isolates a job that fails half-way. A job that writes nothing of its
+        // own (an enqueue answered by the batch's reads) needs none, nor does one with a
+        // single write on SQLite, where a failed statement leaves the transaction usable
+        // (on PostgreSQL it aborts it, so other jobs get one there).
+        let answered = match &job.op {
+            Op::Enqueue(new) => ctx.outbound.answers_enqueue(new),
+            Op::Transition { id, t } => ctx.outbound.answers_transition(id, t),
+            _ => false,
+        };
+        let savepoint = !(answered || dialect == Dialect::Sqlite && job.op.single_write());
         if savepoint {
             sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
         }
@@ -354,6 +394,8 @@ async fn apply_batch(
                 results.push(Ok(out));
             }
             Err(e) => {
+                // What the job created is undone: forget what it may have remembered.
+                ctx.outbound.forget();
                 if savepoint {
                     sqlx::query("ROLLBACK TO SAVEPOINT job")
                         .execute(&mut *tx)
@@ -366,9 +408,11 @@ async fn apply_batch(
             }
         }
     }
+    ctx.outbound.flush(&mut tx).await?;
     // The batch's events in a few multi-row inserts instead of one statement each.
     for chunk in published.chunks(EVENTS_PER_INSERT) {
-        let mut q = super::sql::Sql::new(
+        let mut q = super::sql::Sql::on(
+            &tx,
             "INSERT INTO events (tenant_id, seq, type, bot_id, at, data) VALUES ",
         );
         for (i, e) in chunk.iter().enumerate() {
@@ -395,7 +439,7 @@ async fn apply_batch(
     }
     let touched: Vec<&String> = ctx.touched_conversations.iter().collect();
     for chunk in touched.chunks(EVENTS_PER_INSERT) {
-        let mut q = super::sql::Sql::new("UPDATE conversations SET last_message_at = ");
+        let mut q = super::sql::Sql::on(&tx, "UPDATE conversations SET last_message_at = ");
         q.bind(now).push(" WHERE id IN (");
         for (i, id) in chunk.iter().enumerate() {
             if i > 0 {
@@ -637,13 +681,13 @@ async fn apply(
         }
         Op::Enqueue(new) => {
             let bot = ctx.bot(tx, &new.bot_id).await?;
-            let out = enqueue(tx, &bot, new, ev).await;
+            let out = enqueue(tx, &bot, new, ev, &mut ctx.outbound).await;
             if let Ok(Output::Enqueued(e)) = &out {
                 ctx.touched_conversations.insert(e.conversation.id.clone());
             }
             out
         }
-        Op::Transition { id, t } => transition(tx, id, t, ev).await,
+        Op::Transition { id, t } => transition(tx, id, t, ev, &mut ctx.outbound).await,
         Op::SetBotEnabled { id, enabled } => {
             let done = sqlx::query("UPDATE bots SET enabled = $1, updated_at = $2 WHERE id = $3")
                 .bind(*enabled as i64)
