@@ -215,6 +215,64 @@ pub struct Group {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One content sent to many contacts through one bot, now or at `scheduled_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Broadcast {
+    pub id: String,
+    pub tenant: String,
+    pub bot_id: String,
+    pub title: String,
+    pub content: Content,
+    /// `{"group_id": ...}` or `{"contact_ids": [...]}` as given.
+    #[schema(value_type = Object)]
+    pub to: serde_json::Value,
+    /// `scheduled`, `sending`, `completed` or `cancelled`.
+    pub status: String,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    /// True when it started after its time (the gateway was down at `scheduled_at`).
+    pub started_late: bool,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub recipient_count: u64,
+    pub counts: BroadcastCounts,
+    /// Segments of the messages written so far (SMS).
+    pub segments: u64,
+    /// What the provider reported the sent messages cost, per currency (SMS), e.g.
+    /// `"KES 40.0000"`.
+    pub cost: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Recipients of a broadcast by their message's status (`read` counts as delivered,
+/// `sending` and not yet started as queued).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BroadcastCounts {
+    pub queued: u64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub skipped: u64,
+}
+
+/// One recipient of a broadcast as snapshotted at creation, with its message's progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BroadcastRecipient {
+    pub contact_id: String,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    /// The platform id sent to (a phone for SMS and WhatsApp).
+    pub platform_id: Option<String>,
+    /// `queued`, `sending`, `sent`, `delivered`, `read`, `failed`, `cancelled` or `skipped`.
+    pub status: String,
+    pub skip_reason: Option<String>,
+    pub message_id: Option<String>,
+    pub error: Option<MessageError>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
 /// A contact's id on one bot's platform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Identity {

@@ -44,6 +44,13 @@ pub trait Control: Send + Sync + 'static {
         new: NewOutbound,
         options: SendOptions,
     ) -> Result<Enqueued, ApiError>;
+    /// Checks a broadcast's content for its bot's platform: the segments each message will
+    /// be billed as (SMS) and the platform's reply window, if it has one for this content.
+    fn check_broadcast(
+        &self,
+        bot: &Bot,
+        content: &switchboard_core::model::Content,
+    ) -> Result<(Option<u32>, Option<Duration>), ApiError>;
     /// Streams the media a message carries, fetched with the bot's credentials.
     async fn fetch_media(&self, message: &Message) -> Result<MediaDownload, ApiError>;
     /// Creates a bot from an API body (the config file's bot fields) in `tenant`.

@@ -143,7 +143,7 @@ impl Gateway {
             supervisor: supervisor.clone(),
             outbox: outbox.clone(),
             max_queued_per_bot: config.outbox.max_queued_per_bot,
-            registry,
+            registry: registry.clone(),
             cipher,
             counters: counters.clone(),
         });
@@ -241,6 +241,7 @@ impl Gateway {
                 }
             });
         }
+        crate::scheduler::Scheduler::spawn(store.clone(), registry, closing.clone());
         tracing::info!(%addr, "switchboard listening");
         Ok(Gateway {
             addr,

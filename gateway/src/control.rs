@@ -204,6 +204,30 @@ impl Control for GatewayControl {
         Ok(self.store.enqueue(new).await?)
     }
 
+    fn check_broadcast(
+        &self,
+        bot: &Bot,
+        content: &switchboard_core::model::Content,
+    ) -> Result<(Option<u32>, Option<std::time::Duration>), ApiError> {
+        let factory = self.registry.get(bot.platform).ok_or_else(|| {
+            ApiError::unprocessable(format!(
+                "{}: this build has no connector for platform {}",
+                bot.id, bot.platform
+            ))
+        })?;
+        let options = SendOptions { allow_split: false };
+        factory.check_content(content, &options).map_err(|reason| {
+            ApiError::unprocessable(format!(
+                "content: {} cannot carry this: {reason}",
+                bot.platform
+            ))
+        })?;
+        let segments = factory
+            .segments(&bot.settings, content)
+            .map_err(|reason| ApiError::unprocessable(format!("content: {reason}")))?;
+        Ok((segments, factory.reply_window(content)))
+    }
+
     async fn create_bot(
         &self,
         tenant: &str,

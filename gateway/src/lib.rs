@@ -7,6 +7,7 @@
 //! - [`ingress`]: platform webhooks to connectors.
 //! - [`inbound`]: connectors' inbound events to the store.
 //! - [`control`]: what the REST API asks of the running gateway.
+//! - [`scheduler`]: starts scheduled broadcasts and publishes their progress.
 //! - [`counters`], [`telemetry`]: metrics and logs.
 //! - [`demo`]: `switchboard demo` (gateway + simulator + simulated users).
 
@@ -18,6 +19,7 @@ pub mod demo;
 pub mod inbound;
 pub mod ingress;
 pub mod outbox;
+pub mod scheduler;
 pub mod supervisor;
 pub mod telemetry;
 

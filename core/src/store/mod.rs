@@ -10,6 +10,10 @@
 //! per-tenant sequence numbers in that same transaction, and publishes the events to live
 //! subscribers in order after the commit. Every query filters by tenant ([`Scope`]).
 
+mod broadcasts;
+pub use broadcasts::{
+    BroadcastFilter, BroadcastPatch, DueBroadcast, NewBroadcast, RecipientSnapshot,
+};
 mod groups;
 mod reads;
 pub mod rows;
@@ -661,6 +665,100 @@ impl Store {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Creates a broadcast; `start`: `Some(reply_window)` sends it now (its messages are
+    /// written in the same transaction and handed to the outbox).
+    pub async fn create_broadcast(
+        &self,
+        b: NewBroadcast,
+        start: Option<Option<Duration>>,
+    ) -> Result<crate::model::Broadcast, StoreError> {
+        let tenant = b.tenant.clone();
+        let op = writer::Op::CreateBroadcast {
+            b: Box::new(b),
+            start,
+        };
+        match self.write(op).await? {
+            writer::Output::Id(id) => self.get_broadcast(&Scope::Tenant(tenant), &id).await,
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// Edits a scheduled broadcast (409 once it started).
+    pub async fn update_broadcast(
+        &self,
+        tenant: &str,
+        id: &str,
+        patch: BroadcastPatch,
+    ) -> Result<crate::model::Broadcast, StoreError> {
+        let op = writer::Op::UpdateBroadcast {
+            tenant: tenant.into(),
+            id: id.into(),
+            patch: Box::new(patch),
+        };
+        self.write(op).await?;
+        self.get_broadcast(&Scope::Tenant(tenant.into()), id).await
+    }
+
+    /// Cancels a scheduled or sending broadcast: nothing more is sent.
+    pub async fn cancel_broadcast(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<crate::model::Broadcast, StoreError> {
+        let op = writer::Op::CancelBroadcast {
+            tenant: tenant.into(),
+            id: id.into(),
+        };
+        self.write(op).await?;
+        self.get_broadcast(&Scope::Tenant(tenant.into()), id).await
+    }
+
+    /// Starts a due broadcast (the scheduler); `late` when it started after its time.
+    pub async fn start_broadcast(
+        &self,
+        id: &str,
+        bot_id: &str,
+        late: bool,
+        reply_window: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let op = writer::Op::StartBroadcast {
+            id: id.into(),
+            bot_id: bot_id.into(),
+            late,
+            reply_window,
+        };
+        self.write(op).await.map(|_| ())
+    }
+
+    /// Sends a broadcast's failed recipients again.
+    pub async fn resend_failed(
+        &self,
+        tenant: &str,
+        id: &str,
+        bot_id: &str,
+    ) -> Result<crate::model::Broadcast, StoreError> {
+        let op = writer::Op::ResendFailed {
+            tenant: tenant.into(),
+            id: id.into(),
+            bot_id: bot_id.into(),
+        };
+        self.write(op).await?;
+        self.get_broadcast(&Scope::Tenant(tenant.into()), id).await
+    }
+
+    /// Publishes a sending broadcast's progress and completes it when nothing waits.
+    pub async fn broadcast_progress(
+        &self,
+        id: &str,
+        counts: crate::model::BroadcastCounts,
+    ) -> Result<(), StoreError> {
+        let op = writer::Op::FinishBroadcast {
+            id: id.into(),
+            counts,
+        };
+        self.write(op).await.map(|_| ())
     }
 
     pub async fn create_group(

@@ -144,6 +144,35 @@ pub(super) enum Op {
         group: String,
         contact: String,
     },
+    CreateBroadcast {
+        b: Box<super::broadcasts::NewBroadcast>,
+        /// `Some(reply_window)`: start it now, in the same transaction.
+        start: Option<Option<std::time::Duration>>,
+    },
+    UpdateBroadcast {
+        tenant: String,
+        id: String,
+        patch: Box<super::broadcasts::BroadcastPatch>,
+    },
+    CancelBroadcast {
+        tenant: String,
+        id: String,
+    },
+    StartBroadcast {
+        id: String,
+        bot_id: String,
+        late: bool,
+        reply_window: Option<std::time::Duration>,
+    },
+    ResendFailed {
+        tenant: String,
+        id: String,
+        bot_id: String,
+    },
+    FinishBroadcast {
+        id: String,
+        counts: crate::model::BroadcastCounts,
+    },
     Shutdown,
 }
 
@@ -183,6 +212,11 @@ pub(super) enum Output {
     Enqueued(Box<Enqueued>),
     Ingested(Vec<IngestOutcome>),
     Bulk(super::write_contacts::BulkOutcome),
+    /// A broadcast's new messages, for the outbox.
+    Fanout {
+        id: String,
+        entries: Vec<OutboxEntry>,
+    },
 }
 
 impl Output {
@@ -265,6 +299,15 @@ async fn commit_batch(pool: &AnyPool, dialect: Dialect, batch: &mut Vec<Job>, an
                         reply_to_external_id: None,
                     });
                 }
+                let result = match result {
+                    Ok(Output::Fanout { id, entries }) => {
+                        for entry in entries {
+                            let _ = announce.enqueued.send(entry);
+                        }
+                        Ok(Output::Id(id))
+                    }
+                    other => other,
+                };
                 let _ = job.reply.send(result);
             }
             for e in published {
@@ -736,6 +779,38 @@ async fn apply(
             super::groups::update_group(tx, tenant, id, name.as_deref(), description).await
         }
         Op::DeleteGroup { tenant, id } => super::groups::delete_group(tx, tenant, id).await,
+        Op::CreateBroadcast { b, start } => {
+            let Output::Id(id) = super::broadcasts::create(tx, b).await? else {
+                return Err(StoreError::corrupt("broadcast create returned no id"));
+            };
+            match start {
+                None => Ok(Output::Id(id)),
+                Some(window) => {
+                    let bot = ctx.bot(tx, &b.bot_id).await?;
+                    super::broadcasts::start(tx, &bot, &id, false, *window, ev).await
+                }
+            }
+        }
+        Op::UpdateBroadcast { tenant, id, patch } => {
+            super::broadcasts::update(tx, tenant, id, patch).await
+        }
+        Op::CancelBroadcast { tenant, id } => super::broadcasts::cancel(tx, tenant, id, ev).await,
+        Op::StartBroadcast {
+            id,
+            bot_id,
+            late,
+            reply_window,
+        } => {
+            let bot = ctx.bot(tx, bot_id).await?;
+            super::broadcasts::start(tx, &bot, id, *late, *reply_window, ev).await
+        }
+        Op::ResendFailed { tenant, id, bot_id } => {
+            let bot = ctx.bot(tx, bot_id).await?;
+            super::broadcasts::resend_failed(tx, &bot, tenant, id, ev).await
+        }
+        Op::FinishBroadcast { id, counts } => {
+            super::broadcasts::finish_if_done(tx, id, counts, ev).await
+        }
         Op::AddMembers {
             tenant,
             group,

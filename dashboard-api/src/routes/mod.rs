@@ -1,6 +1,7 @@
 //! The REST routes of API.md, one module per resource.
 
 pub mod bots;
+pub mod broadcasts;
 pub mod contacts;
 pub mod conversations;
 pub mod events;
@@ -60,6 +61,24 @@ pub fn router() -> Router<ApiState> {
         .route("/v1/bots/{id}/balance", get(bots::balance))
         .route("/v1/contacts", get(contacts::list).post(contacts::create))
         .route("/v1/contacts/bulk", post(contacts::bulk))
+        .route(
+            "/v1/broadcasts",
+            get(broadcasts::list).post(broadcasts::create),
+        )
+        .route(
+            "/v1/broadcasts/{id}",
+            get(broadcasts::get)
+                .patch(broadcasts::update)
+                .delete(broadcasts::cancel),
+        )
+        .route(
+            "/v1/broadcasts/{id}/resend-failed",
+            post(broadcasts::resend_failed),
+        )
+        .route(
+            "/v1/broadcasts/{id}/recipients",
+            get(broadcasts::recipients),
+        )
         .route("/v1/groups", get(groups::list).post(groups::create))
         .route(
             "/v1/groups/{id}",

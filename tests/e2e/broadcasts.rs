@@ -1,0 +1,331 @@
+//! Broadcasts end to end, on SQLite and PostgreSQL: a group of contacts messaged through an
+//! Africa's Talking bot against the SMS simulator (delivery reports included), scheduling,
+//! editing, cancelling, a schedule missed while the gateway was down.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use switchboard_e2e::*;
+use switchboard_sim::sms::{Provider, SmsConfig, SmsSim};
+
+const AT_USER: &str = "acme-at";
+const AT_KEY: &str = "atsk_0123456789abcdef";
+
+async fn setup(backend: Backend) -> (SmsSim, TestGateway) {
+    let sim = SmsSim::start(SmsConfig {
+        delivery_delay: Duration::from_millis(50),
+        ..SmsConfig::without_rate_limits()
+    })
+    .await
+    .expect("simulator starts");
+    sim.add_at_account(AT_USER, AT_KEY, 1e9);
+    let base = sim.base_url();
+    let t = TestGateway::start(Options {
+        backend: Some(backend),
+        extra_toml: format!(
+            "[[bots]]\nid = \"at\"\ntenant = \"acme\"\nplatform = \"sms\"\nprovider = \"africastalking\"\n\
+             username = \"{AT_USER}\"\napi_key = \"{AT_KEY}\"\napi_base = \"{base}\"\n\
+             throughput_per_second = 1000\n"
+        ),
+        real_connectors: true,
+        public_url: true,
+        ..Default::default()
+    })
+    .await;
+    sim.set_at_callbacks(
+        AT_USER,
+        &t.url("/webhooks/sms/at/status"),
+        &t.url("/webhooks/sms/at/inbound"),
+    );
+    t.wait_state(ACME_KEY, "at", "running", Duration::from_secs(10))
+        .await;
+    (sim, t)
+}
+
+/// A group of `n` contacts with Kenyan numbers from `first`; returns the group id.
+async fn group(t: &TestGateway, name: &str, first: usize, n: usize) -> String {
+    let contacts: Vec<Value> = (first..first + n)
+        .map(|i| json!({"name": format!("Contact {i}"), "phone": format!("+2547110{i:05}")}))
+        .collect();
+    let (status, bulk) = t.post(ACME_KEY, "/v1/contacts/bulk", json!(contacts)).await;
+    assert_eq!(status, 200, "{bulk}");
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/contacts?limit=200&cursor={c}"),
+            None => "/v1/contacts?limit=200".to_string(),
+        };
+        let (status, page) = t.get(ACME_KEY, &path).await;
+        assert_eq!(status, 200, "{page}");
+        for c in page["items"].as_array().unwrap() {
+            let phone = c["phone"].as_str().unwrap_or("");
+            let i: usize = phone
+                .trim_start_matches("+2547110")
+                .parse()
+                .unwrap_or(usize::MAX);
+            if (first..first + n).contains(&i) {
+                ids.push(c["id"].as_str().unwrap().to_owned());
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), n);
+    let (status, g) = t.post(ACME_KEY, "/v1/groups", json!({"name": name})).await;
+    assert_eq!(status, 201, "{g}");
+    let gid = g["id"].as_str().unwrap().to_owned();
+    let (status, g) = t
+        .post(
+            ACME_KEY,
+            &format!("/v1/groups/{gid}/members"),
+            json!({"contact_ids": ids}),
+        )
+        .await;
+    assert_eq!(status, 200, "{g}");
+    assert_eq!(g["contact_count"], n);
+    gid
+}
+
+async fn wait_broadcast(
+    t: &TestGateway,
+    id: &str,
+    done: impl Fn(&Value) -> bool,
+    within: Duration,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, b) = t.get(ACME_KEY, &format!("/v1/broadcasts/{id}")).await;
+        assert_eq!(status, 200, "{b}");
+        if done(&b) {
+            return b;
+        }
+        assert!(started.elapsed() < within, "broadcast never got there: {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn all_recipients(t: &TestGateway, id: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/broadcasts/{id}/recipients?limit=200&cursor={c}"),
+            None => format!("/v1/broadcasts/{id}/recipients?limit=200"),
+        };
+        let (status, page) = t.get(ACME_KEY, &path).await;
+        assert_eq!(status, 200, "{page}");
+        out.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return out,
+        }
+    }
+}
+
+async fn progress_events(t: &TestGateway) -> Vec<Value> {
+    let (status, events) = t
+        .get(ACME_KEY, "/v1/events?types=broadcast.progress&limit=500")
+        .await;
+    assert_eq!(status, 200, "{events}");
+    events["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_broadcast_to_a_500_contact_group_reaches_each_recipient_once_with_its_report() {
+    for backend in backends() {
+        let (sim, t) = setup(backend).await;
+        let gid = group(&t, "Customers", 0, 500).await;
+        let (status, b) = t
+            .post(
+                ACME_KEY,
+                "/v1/broadcasts",
+                json!({"bot_id": "at", "title": "November offer",
+                       "content": {"type": "text", "text": "20% off this week"},
+                       "to": {"group_id": gid}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{b}");
+        assert_eq!(b["status"], "sending", "{b}");
+        assert_eq!(b["recipient_count"], 500);
+        let id = b["id"].as_str().unwrap().to_owned();
+        let b = wait_broadcast(
+            &t,
+            &id,
+            |b| b["status"] == "completed" && b["counts"]["delivered"] == 500,
+            Duration::from_secs(90),
+        )
+        .await;
+        assert_eq!(
+            b["counts"],
+            json!({"queued": 0, "sent": 0, "delivered": 500, "failed": 0, "cancelled": 0, "skipped": 0})
+        );
+        assert_eq!(b["segments"], 500);
+        assert!(b["cost"].as_str().unwrap().starts_with("KES "), "{b}");
+        // Exactly one SMS per recipient.
+        let sent = sim.sent(Provider::AfricasTalking, AT_USER);
+        let mut per_number: HashMap<String, usize> = HashMap::new();
+        for s in &sent {
+            *per_number.entry(s.to.clone()).or_default() += 1;
+        }
+        assert_eq!(sent.len(), 500);
+        assert_eq!(per_number.len(), 500);
+        let recipients = all_recipients(&t, &id).await;
+        assert_eq!(recipients.len(), 500);
+        for r in &recipients {
+            assert_eq!(r["status"], "delivered", "{r}");
+            assert_eq!(per_number.get(r["platform_id"].as_str().unwrap()), Some(&1));
+            assert!(
+                r["sent_at"].is_string() && r["delivered_at"].is_string(),
+                "{r}"
+            );
+        }
+        let events = progress_events(&t).await;
+        assert!(
+            events.iter().any(|e| e["data"]["status"] == "completed"),
+            "{events:?}"
+        );
+        let (status, list) = t.get(ACME_KEY, "/v1/broadcasts?status=completed").await;
+        assert_eq!(status, 200);
+        assert_eq!(list["items"][0]["id"], id.as_str());
+        // Nothing failed: a resend sends nothing.
+        let (status, again) = t
+            .post(
+                ACME_KEY,
+                &format!("/v1/broadcasts/{id}/resend-failed"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{again}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(sim.sent(Provider::AfricasTalking, AT_USER).len(), 500);
+        t.stop().await;
+        sim.shutdown();
+    }
+}
+
+#[tokio::test]
+async fn a_scheduled_broadcast_starts_on_time_and_a_cancelled_one_sends_nothing() {
+    for backend in backends() {
+        let (sim, t) = setup(backend).await;
+        let gid = group(&t, "Team", 600, 3).await;
+        let at = chrono::Utc::now() + chrono::Duration::seconds(2);
+        let body = |title: &str| {
+            json!({"bot_id": "at", "title": title,
+                   "content": {"type": "text", "text": "Meeting at 10"},
+                   "to": {"group_id": gid}, "scheduled_at": at.to_rfc3339()})
+        };
+        let (status, kept) = t.post(ACME_KEY, "/v1/broadcasts", body("kept")).await;
+        assert_eq!(status, 201, "{kept}");
+        assert_eq!(kept["status"], "scheduled");
+        assert_eq!(kept["counts"]["queued"], 3);
+        let kept_id = kept["id"].as_str().unwrap().to_owned();
+        let (status, dropped) = t.post(ACME_KEY, "/v1/broadcasts", body("dropped")).await;
+        assert_eq!(status, 201, "{dropped}");
+        let dropped_id = dropped["id"].as_str().unwrap().to_owned();
+        // Edit while scheduled; cancel; a cancelled one cannot be edited or cancelled again.
+        let (status, edited) = t
+            .patch(
+                ACME_KEY,
+                &format!("/v1/broadcasts/{kept_id}"),
+                json!({"content": {"type": "text", "text": "Meeting at 11"}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{edited}");
+        let (status, cancelled) = t
+            .delete(ACME_KEY, &format!("/v1/broadcasts/{dropped_id}"))
+            .await;
+        assert_eq!(status, 200, "{cancelled}");
+        assert_eq!(cancelled["status"], "cancelled");
+        assert_eq!(cancelled["counts"]["cancelled"], 3);
+        let (status, p) = t
+            .patch(
+                ACME_KEY,
+                &format!("/v1/broadcasts/{dropped_id}"),
+                json!({"title": "x"}),
+            )
+            .await;
+        assert_eq!(status, 409, "{p}");
+        let (status, p) = t
+            .delete(ACME_KEY, &format!("/v1/broadcasts/{dropped_id}"))
+            .await;
+        assert_eq!(status, 409, "{p}");
+        assert!(sim.sent(Provider::AfricasTalking, AT_USER).is_empty());
+        let b = wait_broadcast(
+            &t,
+            &kept_id,
+            |b| b["status"] != "scheduled",
+            Duration::from_secs(10),
+        )
+        .await;
+        let started: chrono::DateTime<chrono::Utc> =
+            b["started_at"].as_str().unwrap().parse().unwrap();
+        let lag = (started - at).num_milliseconds();
+        assert!((0..1000).contains(&lag), "started {lag} ms after its time");
+        assert_eq!(b["started_late"], false);
+        let (status, p) = t
+            .patch(
+                ACME_KEY,
+                &format!("/v1/broadcasts/{kept_id}"),
+                json!({"title": "too late"}),
+            )
+            .await;
+        assert_eq!(status, 409, "{p}");
+        wait_broadcast(
+            &t,
+            &kept_id,
+            |b| b["counts"]["delivered"] == 3,
+            Duration::from_secs(20),
+        )
+        .await;
+        let sent = sim.sent(Provider::AfricasTalking, AT_USER);
+        assert_eq!(sent.len(), 3, "only the kept broadcast was sent");
+        assert!(sent.iter().all(|s| s.body == "Meeting at 11"));
+        t.stop().await;
+        sim.shutdown();
+    }
+}
+
+#[tokio::test]
+async fn a_schedule_missed_while_the_gateway_was_down_starts_at_start_up_and_says_so() {
+    let (sim, mut t) = setup(Backend::Sqlite).await;
+    let gid = group(&t, "Night shift", 700, 2).await;
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds(500);
+    let (status, b) = t
+        .post(
+            ACME_KEY,
+            "/v1/broadcasts",
+            json!({"bot_id": "at", "title": "Shift change", "content": {"type": "text", "text": "Swap"},
+                   "to": {"group_id": gid}, "scheduled_at": at.to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(status, 201, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    if let Some(g) = t.gateway.take() {
+        g.shutdown().await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(sim.sent(Provider::AfricasTalking, AT_USER).is_empty());
+    t.restart().await;
+    let b = wait_broadcast(
+        &t,
+        &id,
+        |b| b["counts"]["delivered"] == 2,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(b["started_late"], true, "{b}");
+    let events = progress_events(&t).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["data"]["id"] == id.as_str() && e["data"]["started_late"] == true),
+        "{events:?}"
+    );
+    assert_eq!(sim.sent(Provider::AfricasTalking, AT_USER).len(), 2);
+    t.stop().await;
+    sim.shutdown();
+}
