@@ -273,6 +273,48 @@ pub struct BroadcastRecipient {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
+/// A tenant's dashboard totals (`GET /v1/stats`). "Sent" counts messages the platform
+/// accepted; "failed" those that failed, before or after that.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Stats {
+    pub total_sent: u64,
+    pub total_received: u64,
+    pub total_contacts: u64,
+    pub total_groups: u64,
+    pub failed: u64,
+    /// Since midnight, Monday midnight and the 1st of the month in `time_zone`.
+    pub sent_today: u64,
+    pub sent_this_week: u64,
+    pub sent_this_month: u64,
+    /// The tenant's IANA time zone the periods are in.
+    pub time_zone: String,
+    /// SMS bots' provider balances (cached up to an hour).
+    pub balances: Vec<BotBalance>,
+    pub per_bot: Vec<BotStats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BotBalance {
+    pub bot_id: String,
+    pub amount: Option<String>,
+    pub currency: Option<String>,
+    pub checked_at: Option<DateTime<Utc>>,
+    /// Why the balance could not be read.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BotStats {
+    pub bot_id: String,
+    pub platform: Option<Platform>,
+    pub sent: u64,
+    pub received: u64,
+    pub failed: u64,
+    pub sent_today: u64,
+    pub sent_this_week: u64,
+    pub sent_this_month: u64,
+}
+
 /// A contact's id on one bot's platform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Identity {

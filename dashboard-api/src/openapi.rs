@@ -20,6 +20,7 @@ use crate::routes::*;
         groups::add_members, groups::remove_member, import::import,
         broadcasts::create, broadcasts::list, broadcasts::get, broadcasts::update,
         broadcasts::cancel, broadcasts::resend_failed, broadcasts::recipients,
+        stats::stats,
         conversations::list, conversations::get, conversations::messages,
         messages::create, messages::list, messages::get, messages::media,
         events::list, crate::feed::feed,
@@ -28,7 +29,7 @@ use crate::routes::*;
     modifiers(&BearerAuth),
     tags(
         (name = "health"), (name = "tenants", description = "Operator endpoints (admin token) and tenant API keys"),
-        (name = "bots"), (name = "contacts"), (name = "groups"), (name = "broadcasts"), (name = "conversations"), (name = "messages"), (name = "events"),
+        (name = "bots"), (name = "contacts"), (name = "groups"), (name = "broadcasts"), (name = "stats"), (name = "conversations"), (name = "messages"), (name = "events"),
     )
 )]
 pub struct ApiDoc;

@@ -768,6 +768,12 @@ impl Reader<'_> {
             let time_zone = self
                 .string(Some(t), &at, "time_zone")
                 .unwrap_or_else(|| "UTC".into());
+            if switchboard_core::store::parse_time_zone(&time_zone).is_none() {
+                self.problem(
+                    key(&at, "time_zone"),
+                    format!("{time_zone:?} is not an IANA time zone (like \"Africa/Nairobi\")"),
+                );
+            }
             let mut api_keys = Vec::new();
             match t.get("api_keys") {
                 None => {}

@@ -329,3 +329,75 @@ async fn a_schedule_missed_while_the_gateway_was_down_starts_at_start_up_and_say
     t.stop().await;
     sim.shutdown();
 }
+
+#[tokio::test]
+async fn stats_agree_with_the_rows() {
+    for backend in backends() {
+        let (sim, t) = setup(backend).await;
+        let gid = group(&t, "Five", 800, 5).await;
+        sim.fail_number("+254711000804", "FailedAtNetwork");
+        let (status, b) = t
+            .post(
+                ACME_KEY,
+                "/v1/broadcasts",
+                json!({"bot_id": "at", "title": "Five", "content": {"type": "text", "text": "Hello"},
+                       "to": {"group_id": gid}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{b}");
+        let id = b["id"].as_str().unwrap().to_owned();
+        wait_broadcast(
+            &t,
+            &id,
+            |b| b["counts"]["delivered"] == 4 && b["counts"]["failed"] == 1,
+            Duration::from_secs(20),
+        )
+        .await;
+        let failed = all_recipients(&t, &id)
+            .await
+            .into_iter()
+            .find(|r| r["status"] == "failed")
+            .unwrap();
+        assert_eq!(failed["platform_id"], "+254711000804");
+        assert!(failed["error"].is_object(), "{failed}");
+        assert_eq!(
+            sim.at_inbound(AT_USER, "+254711000800", "12345", "thanks")
+                .await
+                .unwrap(),
+            200
+        );
+        t.wait_inbound(ACME_KEY, Some("at"), 1, Duration::from_secs(10))
+            .await;
+        // Every figure is the count of the rows it stands for.
+        let (status, stats) = t.get(ACME_KEY, "/v1/stats").await;
+        assert_eq!(status, 200, "{stats}");
+        let (_, messages) = t
+            .get(ACME_KEY, "/v1/messages?direction=outbound&limit=100")
+            .await;
+        let outbound = messages["items"].as_array().unwrap();
+        let sent_rows = outbound.iter().filter(|m| m["sent_at"].is_string()).count();
+        let failed_rows = outbound.iter().filter(|m| m["status"] == "failed").count();
+        assert_eq!(stats["total_sent"], sent_rows, "{stats}");
+        assert_eq!(stats["failed"], failed_rows, "{stats}");
+        assert_eq!(failed_rows, 1);
+        assert_eq!(stats["total_received"], 1, "{stats}");
+        assert_eq!(stats["sent_today"], stats["total_sent"]);
+        assert_eq!(stats["sent_this_week"], stats["total_sent"]);
+        assert_eq!(stats["sent_this_month"], stats["total_sent"]);
+        assert_eq!(stats["total_contacts"], 5);
+        assert_eq!(stats["total_groups"], 1);
+        assert_eq!(stats["time_zone"], "UTC");
+        assert_eq!(stats["per_bot"][0]["bot_id"], "at");
+        assert_eq!(stats["per_bot"][0]["sent"], stats["total_sent"]);
+        assert_eq!(stats["balances"][0]["bot_id"], "at");
+        assert_eq!(stats["balances"][0]["currency"], "KES", "{stats}");
+        // A restart changes nothing (the counts are stored, not counted in memory).
+        let mut t = t;
+        t.restart().await;
+        let (_, again) = t.get(ACME_KEY, "/v1/stats").await;
+        assert_eq!(again["total_sent"], stats["total_sent"]);
+        assert_eq!(again["total_received"], 1);
+        t.stop().await;
+        sim.shutdown();
+    }
+}

@@ -15,6 +15,8 @@ pub use broadcasts::{
     BroadcastFilter, BroadcastPatch, DueBroadcast, NewBroadcast, RecipientSnapshot,
 };
 mod groups;
+mod stats;
+pub use stats::parse_time_zone;
 mod reads;
 pub mod rows;
 mod sql;

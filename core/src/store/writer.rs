@@ -471,6 +471,7 @@ async fn apply_batch(
             .execute(&mut *tx)
             .await?;
     }
+    tally(&mut tx, &published).await?;
     // Bots that received something: one last_seen_at update each per batch.
     let now = now_micros();
     for bot in &ctx.seen_bots {
@@ -506,6 +507,53 @@ async fn apply_batch(
     }
     tx.commit().await?;
     Ok((results, published))
+}
+
+/// Counts the batch's received, sent and failed messages (from its events) into
+/// `message_tallies`, per quarter hour, in the batch's transaction.
+async fn tally(tx: &mut Conn, published: &[Arc<Event>]) -> Result<(), StoreError> {
+    let mut tallies: std::collections::BTreeMap<(&str, &str, i64), [i64; 3]> = Default::default();
+    for e in published {
+        let slot = match e.kind.as_str() {
+            et::MESSAGE_RECEIVED => 0,
+            et::MESSAGE_SENT => 1,
+            et::MESSAGE_FAILED => 2,
+            _ => continue,
+        };
+        let Some(bot) = &e.bot_id else { continue };
+        tallies
+            .entry((
+                e.tenant.as_str(),
+                bot.as_str(),
+                e.at.timestamp().div_euclid(900),
+            ))
+            .or_default()[slot] += 1;
+    }
+    let rows: Vec<_> = tallies.into_iter().collect();
+    for chunk in rows.chunks(EVENTS_PER_INSERT) {
+        let mut q = super::sql::Sql::on(
+            tx,
+            "INSERT INTO message_tallies (tenant_id, bot_id, bucket, received, sent, failed) VALUES ",
+        );
+        for (i, ((tenant, bot, bucket), [received, sent, failed])) in chunk.iter().enumerate() {
+            q.push(if i == 0 { "(" } else { ", (" });
+            q.bind((*tenant).to_owned()).push(", ");
+            q.bind((*bot).to_owned()).push(", ");
+            q.bind(*bucket).push(", ");
+            q.bind(*received).push(", ");
+            q.bind(*sent).push(", ");
+            q.bind(*failed).push(")");
+        }
+        q.push(
+            " ON CONFLICT (tenant_id, bot_id, bucket) DO UPDATE SET \
+             received = message_tallies.received + excluded.received, \
+             sent = message_tallies.sent + excluded.sent, failed = message_tallies.failed + excluded.failed",
+        );
+        sqlx::query_with::<sqlx::any::Any, _>(sqlx::AssertSqlSafe(q.text), q.args)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn next_seq(

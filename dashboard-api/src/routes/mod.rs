@@ -9,6 +9,7 @@ pub mod groups;
 pub mod health;
 pub mod import;
 pub mod messages;
+pub mod stats;
 pub mod tenants;
 
 use axum::Router;
@@ -79,6 +80,7 @@ pub fn router() -> Router<ApiState> {
             "/v1/broadcasts/{id}/recipients",
             get(broadcasts::recipients),
         )
+        .route("/v1/stats", get(stats::stats))
         .route("/v1/groups", get(groups::list).post(groups::create))
         .route(
             "/v1/groups/{id}",

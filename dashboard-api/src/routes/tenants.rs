@@ -75,6 +75,11 @@ pub async fn create(
     }
     let name = req.name.unwrap_or_else(|| req.id.clone());
     let tz = req.time_zone.unwrap_or_else(|| "UTC".into());
+    if switchboard_core::store::parse_time_zone(&tz).is_none() {
+        return Err(ApiError::unprocessable(format!(
+            "time_zone: {tz:?} is not an IANA time zone (like \"Africa/Nairobi\" or \"UTC\")"
+        )));
+    }
     let t = s.store.upsert_tenant(&req.id, &name, &tz, "api").await?;
     Ok((StatusCode::CREATED, Json(t)))
 }
