@@ -3,6 +3,7 @@
 mod api;
 mod broadcasts;
 mod contacts;
+mod crash;
 mod discord;
 mod dispatcher;
 mod feed;
