@@ -8,8 +8,13 @@
 //!     switchboard-bench kannel [--messages 20000 --concurrency 64 --pids PID,PID] (bench/kannel/run.sh)
 //!     switchboard-bench whatsapp [--posts 2000 --batch 10 --recipients 2000 --throughput 80]
 //!
+//!     switchboard-bench import [--rows 100000 --store sqlite|postgres]
+//!     switchboard-bench broadcast [--recipients 100000 --store sqlite|postgres]
+//!     switchboard-bench stats [--messages 1000000 --store sqlite|postgres]
+//!
 //! The gateway and the simulator run in this process (the CPU column is the whole process).
 
+mod admin;
 mod discord;
 mod harness;
 mod scenarios;
@@ -104,6 +109,27 @@ enum Scenario {
         #[arg(long, default_value_t = 80)]
         throughput: u32,
     },
+    /// An .xlsx of contacts imported into a group (vs calamine reading it alone).
+    Import {
+        #[arg(long, default_value_t = 100_000)]
+        rows: usize,
+        #[arg(long, default_value = "sqlite")]
+        store: String,
+    },
+    /// A broadcast to a whole group: creation time and fan-out rate to the provider.
+    Broadcast {
+        #[arg(long, default_value_t = 100_000)]
+        recipients: usize,
+        #[arg(long, default_value = "sqlite")]
+        store: String,
+    },
+    /// GET /v1/stats over many stored messages (vs GET /healthz).
+    Stats {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+        #[arg(long, default_value = "sqlite")]
+        store: String,
+    },
     /// Durable Telegram webhook ingest, against a bare axum handler as the baseline.
     IngestTelegram {
         #[arg(long, default_value_t = 20_000)]
@@ -119,6 +145,9 @@ enum Scenario {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
+        Scenario::Import { rows, store } => admin::import(rows, &store).await,
+        Scenario::Broadcast { recipients, store } => admin::broadcast(recipients, &store).await,
+        Scenario::Stats { messages, store } => admin::stats(messages, &store).await,
         Scenario::PacingTelegram {
             messages,
             chats,

@@ -222,16 +222,21 @@ pub(super) async fn insert_members(
 ) -> Result<u64, StoreError> {
     let now = now_micros();
     let mut added = 0;
-    for contact in contacts {
-        let r = sqlx::query(
-            "INSERT INTO group_members (group_id, contact_id, added_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (group_id, contact_id) DO NOTHING",
-        )
-        .bind(group)
-        .bind(contact)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    for chunk in contacts.chunks(200) {
+        let mut q = Sql::on(
+            tx,
+            "INSERT INTO group_members (group_id, contact_id, added_at) VALUES ",
+        );
+        for (i, contact) in chunk.iter().enumerate() {
+            q.push(if i == 0 { "(" } else { ", (" });
+            q.bind(group.to_owned()).push(", ");
+            q.bind(contact.clone()).push(", ");
+            q.bind(now).push(")");
+        }
+        q.push(" ON CONFLICT (group_id, contact_id) DO NOTHING");
+        let r = sqlx::query_with::<sqlx::any::Any, _>(sqlx::AssertSqlSafe(q.text), q.args)
+            .execute(&mut *tx)
+            .await?;
         added += r.rows_affected();
     }
     Ok(added)

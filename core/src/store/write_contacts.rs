@@ -85,32 +85,76 @@ pub(super) async fn create_contact(
     Ok(Output::Id(insert(tx, tenant, c).await?))
 }
 
-/// Creates each contact whose phone is new to the tenant (and to the batch).
+/// Rows per multi-row statement of the bulk writes.
+const ROWS_PER_STATEMENT: usize = 100;
+
+/// Creates each contact whose phone is new to the tenant (and to the list): the phones'
+/// owners are read in a few `IN (...)` queries and the new contacts inserted in multi-row
+/// statements.
 pub(super) async fn bulk_contacts(
     tx: &mut Conn,
     tenant: &str,
     items: &[NewContact],
 ) -> Result<BulkOutcome, StoreError> {
+    let mut owners: std::collections::HashMap<String, String> = Default::default();
+    let phones: Vec<&str> = items.iter().filter_map(|c| c.phone.as_deref()).collect();
+    for chunk in phones.chunks(500) {
+        let mut q = super::sql::Sql::on(tx, "SELECT id, phone FROM contacts WHERE tenant_id = ");
+        q.bind(tenant.to_owned()).push(" AND phone IN (");
+        for (i, p) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.bind((*p).to_owned());
+        }
+        q.push(")");
+        let found: Vec<(String, String)> = sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
+            .fetch_all(&mut *tx)
+            .await?;
+        for (id, phone) in found {
+            owners.insert(phone, id);
+        }
+    }
     let mut out = BulkOutcome::default();
-    let mut seen: std::collections::HashMap<String, String> = Default::default();
+    let mut new: Vec<(String, &NewContact)> = Vec::new();
     for (i, c) in items.iter().enumerate() {
         if let Some(phone) = &c.phone {
-            let owner = match seen.get(phone) {
-                Some(id) => Some(id.clone()),
-                None => phone_owner(tx, tenant, phone).await?,
-            };
-            if let Some(id) = owner {
+            if let Some(id) = owners.get(phone) {
                 out.existing.push(i);
-                out.existing_ids.push(id);
+                out.existing_ids.push(id.clone());
                 continue;
             }
+            let id = new_id();
+            owners.insert(phone.clone(), id.clone());
+            new.push((id, c));
+        } else {
+            new.push((new_id(), c));
         }
-        let id = insert(tx, tenant, c).await?;
-        if let Some(phone) = &c.phone {
-            seen.insert(phone.clone(), id.clone());
-        }
-        out.created.push(id);
     }
+    let now = now_micros();
+    for chunk in new.chunks(ROWS_PER_STATEMENT) {
+        let mut q = super::sql::Sql::on(
+            tx,
+            "INSERT INTO contacts (id, tenant_id, name, phone, tags, attributes, created_at, updated_at) VALUES ",
+        );
+        for (i, (id, c)) in chunk.iter().enumerate() {
+            q.push(if i == 0 { "(" } else { ", (" });
+            q.bind(id.clone()).push(", ");
+            q.bind(tenant.to_owned()).push(", ");
+            q.bind(c.name.clone()).push(", ");
+            q.bind(c.phone.clone()).push(", ");
+            q.bind(serde_json::to_string(&c.tags).map_err(StoreError::corrupt)?)
+                .push(", ");
+            q.bind(Value::Object(c.attributes.clone()).to_string())
+                .push(", ");
+            q.bind(now).push(", ");
+            q.bind(now).push(")");
+        }
+        sqlx::query_with::<sqlx::any::Any, _>(sqlx::AssertSqlSafe(q.text), q.args)
+            .execute(&mut *tx)
+            .await?;
+    }
+    out.created = new.into_iter().map(|(id, _)| id).collect();
     Ok(out)
 }
 
