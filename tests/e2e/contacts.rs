@@ -300,3 +300,68 @@ async fn a_spreadsheet_import_previews_then_creates_exactly_the_good_rows() {
         t.stop().await;
     }
 }
+
+#[tokio::test]
+async fn xls_and_ods_workbooks_import_like_xlsx() {
+    // tests/fixtures/make_workbooks.py wrote these with the .xlsx test's rows.
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    for backend in backends() {
+        let t = TestGateway::start(Options {
+            backend: Some(backend),
+            ..Default::default()
+        })
+        .await;
+        t.post(
+            ACME_KEY,
+            "/v1/contacts",
+            json!({"name": "Known", "phone": "+254711000009"}),
+        )
+        .await;
+        for (n, file) in ["people.xls", "people.ods"].into_iter().enumerate() {
+            let bytes = std::fs::read(fixtures.join(file)).unwrap();
+            let (_, g) = t
+                .post(
+                    ACME_KEY,
+                    "/v1/groups",
+                    json!({"name": format!("From {file}")}),
+                )
+                .await;
+            let path = format!("/v1/groups/{}/import", g["id"].as_str().unwrap());
+            let (status, dry) = upload(
+                &t,
+                &format!("{path}?dry_run=true&default_region=KE"),
+                file,
+                bytes.clone(),
+            )
+            .await;
+            assert_eq!(status, 200, "{file}: {dry}");
+            // The second file finds the first one's contacts.
+            let new = if n == 0 { 2 } else { 0 };
+            assert_eq!(
+                (
+                    dry["created"].as_u64(),
+                    dry["existing"].as_u64(),
+                    dry["skipped"].as_u64()
+                ),
+                (Some(new), Some(4 - new), Some(1)),
+                "{file}: {dry}"
+            );
+            assert_eq!(dry["errors"][0]["row"], 6, "{file}: {dry}");
+            assert_eq!(dry["errors"][0]["value"], "12345", "{file}");
+            let (status, done) =
+                upload(&t, &format!("{path}?default_region=KE"), file, bytes).await;
+            assert_eq!(status, 200, "{file}: {done}");
+            assert_eq!(done["created"], new, "{file}: {done}");
+            let (_, group) = t
+                .get(
+                    ACME_KEY,
+                    &format!("/v1/groups/{}", g["id"].as_str().unwrap()),
+                )
+                .await;
+            assert_eq!(group["contact_count"], 3, "{file}: {group}");
+        }
+        let (_, all) = t.get(ACME_KEY, "/v1/contacts").await;
+        assert_eq!(all["items"].as_array().unwrap().len(), 3);
+        t.stop().await;
+    }
+}
