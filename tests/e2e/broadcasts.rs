@@ -13,6 +13,10 @@ const AT_USER: &str = "acme-at";
 const AT_KEY: &str = "atsk_0123456789abcdef";
 
 async fn setup(backend: Backend) -> (SmsSim, TestGateway) {
+    setup_paced(backend, 1000).await
+}
+
+async fn setup_paced(backend: Backend, per_second: u32) -> (SmsSim, TestGateway) {
     let sim = SmsSim::start(SmsConfig {
         delivery_delay: Duration::from_millis(50),
         ..SmsConfig::without_rate_limits()
@@ -26,7 +30,7 @@ async fn setup(backend: Backend) -> (SmsSim, TestGateway) {
         extra_toml: format!(
             "[[bots]]\nid = \"at\"\ntenant = \"acme\"\nplatform = \"sms\"\nprovider = \"africastalking\"\n\
              username = \"{AT_USER}\"\napi_key = \"{AT_KEY}\"\napi_base = \"{base}\"\n\
-             throughput_per_second = 1000\n"
+             throughput_per_second = {per_second}\n"
         ),
         real_connectors: true,
         public_url: true,
@@ -397,6 +401,134 @@ async fn stats_agree_with_the_rows() {
         let (_, again) = t.get(ACME_KEY, "/v1/stats").await;
         assert_eq!(again["total_sent"], stats["total_sent"]);
         assert_eq!(again["total_received"], 1);
+        t.stop().await;
+        sim.shutdown();
+    }
+}
+
+#[tokio::test]
+async fn recipients_without_a_number_are_skipped_and_bad_requests_are_refused() {
+    let (sim, t) = setup(Backend::Sqlite).await;
+    let mut ids = Vec::new();
+    for body in [
+        json!({"name": "Ann", "phone": "+254711000901"}),
+        json!({"name": "No number"}),
+        json!({"name": "Ben", "phone": "+254711000902"}),
+    ] {
+        let (status, c) = t.post(ACME_KEY, "/v1/contacts", body).await;
+        assert_eq!(status, 201, "{c}");
+        ids.push(c["id"].as_str().unwrap().to_owned());
+    }
+    let send = |to: Value| json!({"bot_id": "at", "title": "Hi", "content": {"type": "text", "text": "Hi"}, "to": to});
+    let (status, b) = t
+        .post(
+            ACME_KEY,
+            "/v1/broadcasts",
+            send(json!({"contact_ids": [ids[0], ids[1], ids[2], ids[0]]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{b}");
+    assert_eq!(b["recipient_count"], 3, "a repeated contact counts once");
+    assert_eq!(b["counts"]["skipped"], 1, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let recipients = all_recipients(&t, &id).await;
+    let skipped: Vec<&Value> = recipients
+        .iter()
+        .filter(|r| r["status"] == "skipped")
+        .collect();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0]["contact_id"], ids[1].as_str());
+    assert!(
+        skipped[0]["skip_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no phone"),
+        "{:?}",
+        skipped[0]
+    );
+    wait_broadcast(
+        &t,
+        &id,
+        |b| b["counts"]["delivered"] == 2,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(sim.sent(Provider::AfricasTalking, AT_USER).len(), 2);
+    for (to, what) in [
+        (json!({"contact_ids": ["nope"]}), "nope"),
+        (json!({"contact_ids": []}), "contact_ids"),
+        (json!({"group_id": "nope"}), "nope"),
+        (
+            json!({"group_id": "g", "contact_ids": [ids[0]]}),
+            "exactly one",
+        ),
+    ] {
+        let (status, p) = t.post(ACME_KEY, "/v1/broadcasts", send(to)).await;
+        assert_eq!(status, 422, "{p}");
+        assert!(p["detail"].as_str().unwrap().contains(what), "{p}");
+    }
+    let mut bad = send(json!({"contact_ids": [ids[0]]}));
+    bad["scheduled_at"] = json!("tomorrow");
+    let (status, p) = t.post(ACME_KEY, "/v1/broadcasts", bad).await;
+    assert_eq!(status, 422, "{p}");
+    let mut bad = send(json!({"contact_ids": [ids[0]]}));
+    bad["bot_id"] = json!("ghost");
+    let (status, p) = t.post(ACME_KEY, "/v1/broadcasts", bad).await;
+    assert_eq!(status, 422, "{p}");
+    let (status, p) = t.get(ACME_KEY, "/v1/broadcasts/nope").await;
+    assert_eq!(status, 404, "{p}");
+    let (status, p) = t.get(GLOBEX_KEY, &format!("/v1/broadcasts/{id}")).await;
+    assert_eq!(status, 404, "another tenant's broadcast: {p}");
+    assert_eq!(sim.sent(Provider::AfricasTalking, AT_USER).len(), 2);
+    t.stop().await;
+    sim.shutdown();
+}
+
+#[tokio::test]
+async fn cancelling_a_sending_broadcast_stops_the_rest() {
+    for backend in backends() {
+        let (sim, t) = setup_paced(backend, 20).await;
+        let gid = group(&t, "Slow", 900, 100).await;
+        let (status, b) = t
+            .post(
+                ACME_KEY,
+                "/v1/broadcasts",
+                json!({"bot_id": "at", "title": "Slow", "content": {"type": "text", "text": "Hi"},
+                       "to": {"group_id": gid}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{b}");
+        let id = b["id"].as_str().unwrap().to_owned();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let (status, c) = t.delete(ACME_KEY, &format!("/v1/broadcasts/{id}")).await;
+        assert_eq!(status, 200, "{c}");
+        assert_eq!(c["status"], "cancelled");
+        let cancelled = c["counts"]["cancelled"].as_u64().unwrap();
+        assert!((50..100).contains(&cancelled), "{c}");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let sent = sim.sent(Provider::AfricasTalking, AT_USER).len() as u64;
+        assert!(
+            sent + cancelled <= 100 && sent < 50,
+            "{sent} sent after cancelling {cancelled}"
+        );
+        let recipients = all_recipients(&t, &id).await;
+        let stopped = recipients
+            .iter()
+            .find(|r| r["status"] == "cancelled")
+            .unwrap();
+        let (_, m) = t
+            .get(
+                ACME_KEY,
+                &format!("/v1/messages/{}", stopped["message_id"].as_str().unwrap()),
+            )
+            .await;
+        let history: Vec<&str> = m["status_history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(history, ["queued", "cancelled"], "{m}");
         t.stop().await;
         sim.shutdown();
     }

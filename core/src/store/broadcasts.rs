@@ -575,11 +575,20 @@ pub(super) async fn cancel(
     let now = now_micros();
     // What the outbox has not taken yet stays unsent: it skips a message that is no longer
     // queued when its turn comes.
+    // The history (a JSON array, never empty) gets the change appended in place.
+    let change = serde_json::to_string(&StatusChange {
+        status: MessageStatus::Cancelled,
+        at: from_micros(now),
+    })
+    .map_err(StoreError::corrupt)?;
     let stopped = sqlx::query(
-        "UPDATE messages SET status = 'cancelled' WHERE status = 'queued' AND id IN \
+        "UPDATE messages SET status = 'cancelled', \
+         status_history = SUBSTR(status_history, 1, LENGTH(status_history) - 1) || ',' || $2 || ']' \
+         WHERE status = 'queued' AND id IN \
          (SELECT message_id FROM broadcast_recipients WHERE broadcast_id = $1)",
     )
     .bind(id)
+    .bind(change)
     .execute(&mut *tx)
     .await?
     .rows_affected();
