@@ -59,7 +59,14 @@ struct BotQueue {
     state: Mutex<QueueState>,
     live: watch::Sender<Option<Live>>,
     in_flight: Semaphore,
+    /// Conversations being delivered at once. The others wait in a small future each, so a
+    /// broadcast to 100,000 conversations does not hold 100,000 delivery states in memory.
+    delivering: Semaphore,
 }
+
+/// Conversations of one bot being delivered at once (each waits for its pace and for a
+/// send slot, so this is well above `max_in_flight_per_bot`).
+const DELIVERING_PER_BOT: usize = 1024;
 
 #[derive(Default)]
 struct QueueState {
@@ -96,6 +103,9 @@ impl Outbox {
                     state: Mutex::new(QueueState::default()),
                     live: watch::channel(None).0,
                     in_flight: Semaphore::new(self.inner.config.max_in_flight_per_bot),
+                    delivering: Semaphore::new(
+                        DELIVERING_PER_BOT.max(4 * self.inner.config.max_in_flight_per_bot),
+                    ),
                 })
             })
             .clone()
@@ -209,10 +219,14 @@ impl Outbox {
 
     async fn work(self, q: Arc<BotQueue>, conv: String) {
         loop {
+            let delivering = tokio::select! {
+                p = q.delivering.acquire() => p.ok(),
+                _ = self.inner.stopping.cancelled() => None,
+            };
             let entry = {
                 let mut st = q.state.lock().unwrap_or_else(|e| e.into_inner());
                 match st.conversations.get(&conv).and_then(|d| d.front()).cloned() {
-                    Some(e) if !self.inner.stopping.is_cancelled() => e,
+                    Some(e) if delivering.is_some() && !self.inner.stopping.is_cancelled() => e,
                     _ => {
                         st.active.remove(&conv);
                         if st.conversations.get(&conv).is_some_and(|d| d.is_empty()) {
@@ -222,7 +236,10 @@ impl Outbox {
                     }
                 }
             };
-            match self.deliver(&q, entry).await {
+            // Boxed: its (large) state exists only while this conversation is delivered.
+            let done = Box::pin(self.deliver(&q, entry)).await;
+            drop(delivering);
+            match done {
                 Done::Finished => {
                     let mut st = q.state.lock().unwrap_or_else(|e| e.into_inner());
                     if let Some(e) = st.conversations.get_mut(&conv).and_then(|d| d.pop_front()) {
