@@ -766,3 +766,71 @@ async fn enqueues_and_transitions_committed_together_stay_exact() {
         );
     }
 }
+
+#[tokio::test]
+async fn inbound_messages_committed_together_stay_exact() {
+    for b in backends().await {
+        let s = b.store.clone();
+        tenant_with_bot(&s, "acme", "tg1").await;
+        let mut jobs = tokio::task::JoinSet::new();
+        for i in 0..60 {
+            let s = s.clone();
+            jobs.spawn(async move {
+                let n = i % 50;
+                let key = format!("k{n}");
+                let event = inbound(&key, &format!("c{}", n % 7), &format!("u{}", n % 7), "hi");
+                (key, s.ingest("tg1", vec![event]).await)
+            });
+        }
+        let mut stored: std::collections::HashMap<String, String> = Default::default();
+        let mut dups = Vec::new();
+        while let Some(done) = jobs.join_next().await {
+            let (key, out) = done.unwrap();
+            match out.unwrap().remove(0) {
+                IngestOutcome::Stored(id) => {
+                    assert!(stored.insert(key, id).is_none(), "{}: stored twice", b.name)
+                }
+                IngestOutcome::Duplicate(id) => dups.push((key, id)),
+                other => panic!("{}: {other:?}", b.name),
+            }
+        }
+        assert_eq!((stored.len(), dups.len()), (50, 10), "{}", b.name);
+        for (key, id) in dups {
+            assert_eq!(
+                stored[&key], id,
+                "{}: a duplicate names the stored message",
+                b.name
+            );
+        }
+        let filter = ConversationFilter {
+            bot: Some("tg1".into()),
+            ..Default::default()
+        };
+        let conversations = s
+            .list_conversations(&Scope::All, &filter, &page(100))
+            .await
+            .unwrap();
+        assert_eq!(conversations.items.len(), 7, "{}", b.name);
+        assert!(
+            conversations
+                .items
+                .iter()
+                .all(|c| c.last_inbound_at.is_some() && c.contact_id.is_some()),
+            "{}",
+            b.name
+        );
+        // A reply to a message of the same job finds it before either is written.
+        let first = inbound("r1", "c1", "u1", "question");
+        let mut second = inbound("r2", "c1", "u1", "answer");
+        let InboundEvent::Message(m) = &mut second else {
+            unreachable!()
+        };
+        m.reply_to_external_id = Some("ext-r1".into());
+        let out = s.ingest("tg1", vec![first, second]).await.unwrap();
+        let (IngestOutcome::Stored(q), IngestOutcome::Stored(a)) = (&out[0], &out[1]) else {
+            panic!("{out:?}")
+        };
+        let a = s.get_message(&Scope::All, a).await.unwrap();
+        assert_eq!(a.reply_to.as_deref(), Some(q.as_str()), "{}", b.name);
+    }
+}

@@ -10,6 +10,7 @@
 //! per-tenant sequence numbers in that same transaction, and publishes the events to live
 //! subscribers in order after the commit. Every query filters by tenant ([`Scope`]).
 
+mod batch;
 mod broadcasts;
 pub use broadcasts::{
     BroadcastFilter, BroadcastPatch, DueBroadcast, NewBroadcast, RecipientSnapshot,

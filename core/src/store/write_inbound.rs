@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::batch::BatchCache;
 use super::rows::*;
 use super::write_messages::*;
 use super::writer::{Conn, PendingEvent};
@@ -15,15 +16,21 @@ pub(super) async fn resolve_sender(
     tx: &mut Conn,
     bot: &Bot,
     sender: &crate::connector::SenderRef,
+    batch: &mut BatchCache,
 ) -> Result<String, StoreError> {
-    let known: Option<(String,)> = sqlx::query_as(
-        "SELECT contact_id FROM contact_identities WHERE bot_id = $1 AND external_id = $2",
-    )
-    .bind(&bot.id)
-    .bind(&sender.external_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some((id,)) = known {
+    let key = (bot.id.clone(), sender.external_id.clone());
+    let known = match batch.identities.get(&key) {
+        Some(known) => known.clone(),
+        None => sqlx::query_as::<_, (String,)>(
+            "SELECT contact_id FROM contact_identities WHERE bot_id = $1 AND external_id = $2",
+        )
+        .bind(&bot.id)
+        .bind(&sender.external_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|(id,)| id),
+    };
+    if let Some(id) = known {
         return Ok(id);
     }
     let by_phone: Option<(String,)> = match &sender.phone {
@@ -58,6 +65,7 @@ pub(super) async fn resolve_sender(
     .bind(&contact_id)
     .execute(&mut *tx)
     .await?;
+    batch.identities.insert(key, Some(contact_id.clone()));
     Ok(contact_id)
 }
 
@@ -66,18 +74,24 @@ pub(super) async fn ingest_message(
     bot: &Bot,
     m: &InboundMessage,
     ev: &mut Vec<PendingEvent>,
+    batch: &mut BatchCache,
 ) -> Result<IngestOutcome, StoreError> {
-    let dup: Option<(String,)> =
-        sqlx::query_as("SELECT id FROM messages WHERE bot_id = $1 AND dedup_key = $2")
-            .bind(&bot.id)
-            .bind(&m.dedup_key)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if let Some((id,)) = dup {
+    let dup = match batch.dedup.get(&(bot.id.clone(), m.dedup_key.clone())) {
+        Some(known) => known.clone(),
+        None => sqlx::query_as::<_, (String,)>(
+            "SELECT id FROM messages WHERE bot_id = $1 AND dedup_key = $2",
+        )
+        .bind(&bot.id)
+        .bind(&m.dedup_key)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|(id,)| id),
+    };
+    if let Some(id) = dup {
         return Ok(IngestOutcome::Duplicate(id));
     }
     let contact_id = match &m.sender {
-        Some(s) => Some(resolve_sender(tx, bot, s).await?),
+        Some(s) => Some(resolve_sender(tx, bot, s, batch).await?),
         None => None,
     };
     let direct_contact = if m.chat.kind == ConversationKind::Direct {
@@ -86,7 +100,11 @@ pub(super) async fn ingest_message(
         None
     };
     let now = Utc::now();
-    let mut conversation = match find_conversation(tx, &bot.id, &m.chat.external_chat_id).await? {
+    let known = match batch.conversation(&bot.id, &m.chat.external_chat_id) {
+        Some(known) => known,
+        None => find_conversation(tx, &bot.id, &m.chat.external_chat_id).await?,
+    };
+    let mut conversation = match known {
         Some(mut c) => {
             let title_changed = m.chat.title.is_some() && m.chat.title != c.title;
             if title_changed || (c.contact_id.is_none() && direct_contact.is_some()) {
@@ -102,16 +120,18 @@ pub(super) async fn ingest_message(
     };
     conversation.last_message_at = Some(now);
     conversation.last_inbound_at = Some(now);
-    sqlx::query(
-        "UPDATE conversations SET title = $1, contact_id = $2, last_message_at = $3, last_inbound_at = $3 WHERE id = $4",
-    )
-    .bind(&conversation.title)
-    .bind(&conversation.contact_id)
-    .bind(to_micros(now))
-    .bind(&conversation.id)
-    .execute(&mut *tx)
-    .await?;
+    // The original may be in this batch, not written yet.
+    let in_batch = m.reply_to_external_id.as_ref().and_then(|ext| {
+        batch
+            .pending
+            .iter()
+            .find(|(p, _)| {
+                p.conversation_id == conversation.id && p.external_id.as_ref() == Some(ext)
+            })
+            .map(|(p, _)| p.id.clone())
+    });
     let reply_to = match &m.reply_to_external_id {
+        Some(_) if in_batch.is_some() => in_batch,
         Some(ext) => {
             // Platform message ids are unique per chat on some platforms (Telegram).
             let r: Option<(String,)> = sqlx::query_as(
@@ -150,9 +170,12 @@ pub(super) async fn ingest_message(
         segments: None,
         cost: None,
     };
-    insert_message(tx, &message, Some(&m.dedup_key)).await?;
     ev.push(message_event(et::MESSAGE_RECEIVED, &message));
-    Ok(IngestOutcome::Stored(message.id))
+    // Both written with the batch's others, before anything else reads them.
+    batch.touch(conversation);
+    let id = message.id.clone();
+    batch.add_message(message, Some(m.dedup_key.clone()));
+    Ok(IngestOutcome::Stored(id))
 }
 
 pub(super) async fn apply_status(

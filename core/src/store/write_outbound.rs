@@ -1,10 +1,9 @@
 //! Writes of what the business sends: enqueue (recipient resolution, idempotency, the reply
 //! window) and the outbox transitions of a message.
 
-use std::collections::HashMap;
-
 use chrono::Utc;
 
+use super::batch::BatchCache;
 use super::rows::*;
 use super::write_inbound::apply_early_reports;
 use super::write_messages::*;
@@ -12,250 +11,12 @@ use super::writer::{Conn, Output, PendingEvent, Transition};
 use super::*;
 use crate::model::event_type as et;
 
-/// What the enqueues of one batch share: their recipients' contacts and conversations, read
-/// for all of them in a few statements, and their new messages, inserted together before
-/// anything else reads messages (see [`OutboundBatch::flush`]) and before the commit.
-#[derive(Default)]
-pub(super) struct OutboundBatch {
-    /// (tenant, phone) -> contact id, `None` when known not to exist.
-    contacts: HashMap<(String, String), Option<String>>,
-    /// (bot, chat) -> conversation, `None` when known not to exist.
-    conversations: HashMap<(String, String), Option<Conversation>>,
-    /// Messages of enqueues that succeeded, not inserted yet.
-    pending: Vec<Message>,
-    /// Messages the batch's outbox transitions move, as the batch has left them.
-    messages: HashMap<String, Message>,
-    /// Of those, the ones changed and not written yet.
-    changed: std::collections::BTreeSet<String>,
-    /// External ids of the batch's `Sent` transitions -> whether delivery reports arrived
-    /// for them before (see `apply_early_reports`).
-    early: HashMap<String, bool>,
-}
-
-/// Values per `IN (...)` list of the batch reads.
-const KEYS_PER_READ: usize = 500;
-
-impl OutboundBatch {
-    /// Reads the contacts and conversations the batch's enqueues by phone or chat id go to.
-    pub async fn prefetch(
-        &mut self,
-        tx: &mut Conn,
-        jobs: &[&NewOutbound],
-    ) -> Result<(), StoreError> {
-        let mut phones: HashMap<&str, Vec<&str>> = HashMap::new();
-        let mut chats: HashMap<&str, Vec<&str>> = HashMap::new();
-        for new in jobs {
-            match &new.to {
-                Recipient::Phone(p) => {
-                    phones.entry(&new.tenant).or_default().push(p);
-                    chats.entry(&new.bot_id).or_default().push(p);
-                }
-                Recipient::Chat(c) => chats.entry(&new.bot_id).or_default().push(c),
-                _ => {}
-            }
-        }
-        for (tenant, mut list) in phones {
-            list.sort_unstable();
-            list.dedup();
-            for chunk in list.chunks(KEYS_PER_READ) {
-                let mut q =
-                    super::sql::Sql::on(&*tx, "SELECT id, phone FROM contacts WHERE tenant_id = ");
-                q.bind(tenant.to_owned()).push(" AND phone IN (");
-                in_list(&mut q, chunk);
-                let found: Vec<(String, String)> =
-                    sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                for p in chunk {
-                    self.contacts
-                        .insert((tenant.to_owned(), (*p).to_owned()), None);
-                }
-                for (id, phone) in found {
-                    self.contacts.insert((tenant.to_owned(), phone), Some(id));
-                }
-            }
-        }
-        for (bot, mut list) in chats {
-            list.sort_unstable();
-            list.dedup();
-            for chunk in list.chunks(KEYS_PER_READ) {
-                let mut q = super::sql::Sql::on(
-                    &*tx,
-                    concat!(
-                        "SELECT ",
-                        crate::conversation_columns!(),
-                        " FROM conversations WHERE bot_id = "
-                    ),
-                );
-                q.bind(bot.to_owned()).push(" AND external_chat_id IN (");
-                in_list(&mut q, chunk);
-                let found: Vec<ConversationRow> =
-                    sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                for c in chunk {
-                    self.conversations
-                        .insert((bot.to_owned(), (*c).to_owned()), None);
-                }
-                for row in found {
-                    let c = Conversation::try_from(row)?;
-                    self.conversations
-                        .insert((bot.to_owned(), c.external_chat_id.clone()), Some(c));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads the messages the batch's outbox transitions move, and which of the `Sent` ones
-    /// have delivery reports waiting.
-    pub async fn prefetch_transitions(
-        &mut self,
-        tx: &mut Conn,
-        jobs: &[(&str, &Transition)],
-    ) -> Result<(), StoreError> {
-        let ids: Vec<&str> = jobs.iter().map(|(id, _)| *id).collect();
-        for chunk in ids.chunks(KEYS_PER_READ) {
-            let mut q = super::sql::Sql::on(
-                &*tx,
-                concat!(
-                    "SELECT ",
-                    crate::message_columns!(),
-                    " FROM messages WHERE id IN ("
-                ),
-            );
-            in_list(&mut q, chunk);
-            let rows: Vec<MessageRow> = sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
-                .fetch_all(&mut *tx)
-                .await?;
-            for row in rows {
-                let m = Message::try_from(row)?;
-                self.messages.insert(m.id.clone(), m);
-            }
-        }
-        let sent: Vec<&str> = jobs
-            .iter()
-            .filter_map(|(_, t)| match t {
-                Transition::Sent { external_id, .. } => Some(external_id.as_str()),
-                _ => None,
-            })
-            .collect();
-        for chunk in sent.chunks(KEYS_PER_READ) {
-            let mut q = super::sql::Sql::on(
-                &*tx,
-                "SELECT DISTINCT external_id FROM status_reports WHERE message_id IS NULL AND external_id IN (",
-            );
-            in_list(&mut q, chunk);
-            let waiting: Vec<(String,)> = sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
-                .fetch_all(&mut *tx)
-                .await?;
-            for ext in chunk {
-                self.early.insert((*ext).to_owned(), false);
-            }
-            for (ext,) in waiting {
-                self.early.insert(ext, true);
-            }
-        }
-        Ok(())
-    }
-
-    /// True when the transition needs no statement of its own: its message was read and no
-    /// delivery report waits for it (its change is written with the batch's others).
-    pub fn answers_transition(&self, id: &str, t: &Transition) -> bool {
-        self.messages.contains_key(id)
-            && match t {
-                Transition::Sent { external_id, .. } => self.early.get(external_id) == Some(&false),
-                _ => true,
-            }
-    }
-
-    /// True when `new` needs no read or write of its own: its contact and conversation are
-    /// known, and only its message (inserted later) is written. Such a job cannot fail
-    /// half-way, so it needs no savepoint.
-    pub fn answers_enqueue(&self, new: &NewOutbound) -> bool {
-        if new.idempotency.is_some() || new.reply_to.is_some() {
-            return false;
-        }
-        let conversation = |chat: &str| {
-            matches!(
-                self.conversations
-                    .get(&(new.bot_id.clone(), chat.to_owned())),
-                Some(Some(_))
-            )
-        };
-        match &new.to {
-            Recipient::Phone(p) => {
-                conversation(p)
-                    && matches!(
-                        self.contacts.get(&(new.tenant.clone(), p.clone())),
-                        Some(Some(_))
-                    )
-            }
-            Recipient::Chat(c) => conversation(c),
-            _ => false,
-        }
-    }
-
-    /// Writes the new and changed messages.
-    pub async fn flush(&mut self, tx: &mut Conn) -> Result<(), StoreError> {
-        if !self.pending.is_empty() {
-            let rows: Vec<(&Message, Option<&str>)> =
-                self.pending.iter().map(|m| (m, None)).collect();
-            insert_messages(tx, &rows).await?;
-            self.pending.clear();
-        }
-        if !self.changed.is_empty() {
-            let rows: Vec<&Message> = self
-                .changed
-                .iter()
-                .filter_map(|id| self.messages.get(id))
-                .collect();
-            save_messages(tx, &rows).await?;
-            self.changed.clear();
-        }
-        Ok(())
-    }
-
-    /// Forgets what was read (after [`flush`](Self::flush)): after a job that was rolled
-    /// back (it may have created a row remembered here) or one that may change contacts,
-    /// conversations, messages or delivery reports.
-    pub fn forget(&mut self) {
-        self.contacts.clear();
-        self.conversations.clear();
-        self.messages.retain(|id, _| self.changed.contains(id));
-        self.early.clear();
-    }
-
-    fn contact(&self, tenant: &str, phone: &str) -> Option<Option<String>> {
-        self.contacts
-            .get(&(tenant.to_owned(), phone.to_owned()))
-            .cloned()
-    }
-
-    fn conversation(&self, bot: &str, chat: &str) -> Option<Option<Conversation>> {
-        self.conversations
-            .get(&(bot.to_owned(), chat.to_owned()))
-            .cloned()
-    }
-}
-
-/// `$a, $b, ...)` for the values.
-fn in_list(q: &mut super::sql::Sql, values: &[&str]) {
-    for (i, v) in values.iter().enumerate() {
-        if i > 0 {
-            q.push(", ");
-        }
-        q.bind((*v).to_owned());
-    }
-    q.push(")");
-}
-
 pub(super) async fn enqueue(
     tx: &mut Conn,
     bot: &Bot,
     new: &NewOutbound,
     ev: &mut Vec<PendingEvent>,
-    batch: &mut OutboundBatch,
+    batch: &mut BatchCache,
 ) -> Result<Output, StoreError> {
     if let Some((key, hash)) = &new.idempotency {
         let prior: Option<(String, String, i64)> = sqlx::query_as(
@@ -362,7 +123,7 @@ pub(super) async fn enqueue(
     if new.idempotency.is_some() {
         insert_message(tx, &message, None).await?;
     } else {
-        batch.pending.push(message.clone());
+        batch.add_message(message.clone(), None);
     }
     if let Some((key, hash)) = &new.idempotency {
         sqlx::query(
@@ -391,7 +152,7 @@ pub(super) async fn resolve_recipient(
     to: &Recipient,
     chat_kind: Option<ConversationKind>,
     ev: &mut Vec<PendingEvent>,
-    batch: &mut OutboundBatch,
+    batch: &mut BatchCache,
 ) -> Result<(Conversation, Option<String>), StoreError> {
     match to {
         Recipient::Conversation(id) => {
@@ -506,7 +267,7 @@ async fn batch_conversation(
     kind: ConversationKind,
     contact_id: Option<String>,
     ev: &mut Vec<PendingEvent>,
-    batch: &mut OutboundBatch,
+    batch: &mut BatchCache,
 ) -> Result<Conversation, StoreError> {
     let c = match batch.conversation(&bot.id, chat) {
         Some(Some(c)) => return Ok(c),
@@ -531,7 +292,7 @@ pub(super) async fn transition(
     id: &str,
     t: &Transition,
     ev: &mut Vec<PendingEvent>,
-    batch: &mut OutboundBatch,
+    batch: &mut BatchCache,
 ) -> Result<Output, StoreError> {
     let mut m = match batch.messages.get(id) {
         Some(m) => m.clone(),

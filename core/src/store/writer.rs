@@ -177,6 +177,28 @@ pub(super) enum Op {
 }
 
 impl Op {
+    /// Jobs whose reads and writes go through the batch's cache (`BatchCache`).
+    fn keeps_batch_reads(&self) -> bool {
+        match self {
+            Op::Enqueue(_) | Op::Transition { .. } => true,
+            Op::Ingest { events, .. } => {
+                events.iter().all(|e| matches!(e, InboundEvent::Message(_)))
+            }
+            _ => false,
+        }
+    }
+
+    /// Jobs that look messages up by SQL (a reply's original, an idempotent replay).
+    fn reads_messages(&self) -> bool {
+        match self {
+            Op::Enqueue(new) => new.idempotency.is_some() || new.reply_to.is_some(),
+            Op::Ingest { events, .. } => events
+                .iter()
+                .any(|e| matches!(e, InboundEvent::Message(m) if m.reply_to_external_id.is_some())),
+            _ => false,
+        }
+    }
+
     /// Jobs that write one row after reads that may refuse: nothing to undo when they fail.
     fn single_write(&self) -> bool {
         matches!(
@@ -344,7 +366,7 @@ struct BatchCtx {
     /// Conversations that got an outbound message: last_message_at, once at the end.
     touched_conversations: std::collections::BTreeSet<String>,
     /// The enqueues' recipients, read at once, and their messages, inserted together.
-    outbound: super::write_outbound::OutboundBatch,
+    outbound: super::batch::BatchCache,
 }
 
 impl BatchCtx {
@@ -393,12 +415,25 @@ async fn apply_batch(
             .prefetch_transitions(&mut tx, &transitions)
             .await?;
     }
+    let inbound: Vec<(&str, &[InboundEvent])> = batch
+        .iter()
+        .filter_map(|j| match &j.op {
+            Op::Ingest { bot_id, events } => Some((bot_id.as_str(), events.as_slice())),
+            _ => None,
+        })
+        .collect();
+    if !inbound.is_empty() {
+        ctx.outbound.prefetch_inbound(&mut tx, &inbound).await?;
+    }
     for job in batch {
-        // Only enqueues and outbox transitions leave what the batch read of contacts,
-        // conversations and messages true; anything else reads the store afresh.
-        if !matches!(job.op, Op::Enqueue(_) | Op::Transition { .. }) {
+        // Enqueues, outbox transitions and inbound messages leave what the batch read true
+        // (their own changes are kept in it); anything else reads the store afresh. A reply
+        // looks its original up by SQL, which must see the batch's messages.
+        if !job.op.keeps_batch_reads() {
             ctx.outbound.flush(&mut tx).await?;
             ctx.outbound.forget();
+        } else if job.op.reads_messages() {
+            ctx.outbound.flush(&mut tx).await?;
         }
         // A savepoint isolates a job that fails half-way. A job that writes nothing of its
         // own (an enqueue answered by the batch's reads) needs none, nor does one with a
@@ -407,8 +442,10 @@ async fn apply_batch(
         let answered = match &job.op {
             Op::Enqueue(new) => ctx.outbound.answers_enqueue(new),
             Op::Transition { id, t } => ctx.outbound.answers_transition(id, t),
+            Op::Ingest { bot_id, events } => ctx.outbound.answers_ingest(bot_id, events),
             _ => false,
         };
+        ctx.outbound.begin_job();
         let savepoint = !(answered || dialect == Dialect::Sqlite && job.op.single_write());
         if savepoint {
             sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
@@ -437,8 +474,6 @@ async fn apply_batch(
                 results.push(Ok(out));
             }
             Err(e) => {
-                // What the job created is undone: forget what it may have remembered.
-                ctx.outbound.forget();
                 if savepoint {
                     sqlx::query("ROLLBACK TO SAVEPOINT job")
                         .execute(&mut *tx)
@@ -447,6 +482,12 @@ async fn apply_batch(
                         .execute(&mut *tx)
                         .await?;
                 }
+                // What the job added is taken back; what the jobs before it added is
+                // written; what was read is forgotten (the rollback may have removed rows
+                // the job created and remembered).
+                ctx.outbound.abort_job();
+                ctx.outbound.flush(&mut tx).await?;
+                ctx.outbound.forget();
                 results.push(Err(e));
             }
         }
@@ -761,7 +802,9 @@ async fn apply(
             let mut outcomes = Vec::with_capacity(events.len());
             for e in events {
                 let outcome = match e {
-                    InboundEvent::Message(m) => ingest_message(tx, &bot, m, ev).await?,
+                    InboundEvent::Message(m) => {
+                        ingest_message(tx, &bot, m, ev, &mut ctx.outbound).await?
+                    }
                     InboundEvent::Status(s) => apply_status(tx, &bot, s, ev).await?,
                     InboundEvent::Edit(e) => apply_edit(tx, &bot, e, ev).await?,
                     InboundEvent::Chat(c) => apply_chat(tx, &bot, c, ev).await?,

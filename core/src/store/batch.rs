@@ -1,0 +1,490 @@
+//! What the jobs of one writer batch share on the hot path (enqueues, outbox transitions,
+//! inbound messages): the contacts, conversations, messages and dedup keys they need, read
+//! for the whole batch in a few `IN (...)` queries, and the messages and conversations they
+//! write, written together in multi-row statements before anything else in the batch reads
+//! them (see [`BatchCache::flush`]) and before the commit.
+
+use std::collections::HashMap;
+
+use super::rows::*;
+use super::write_messages::{insert_messages, save_messages};
+use super::writer::{Conn, Transition};
+use super::*;
+use crate::connector::InboundEvent;
+
+#[derive(Default)]
+pub(super) struct BatchCache {
+    /// (tenant, phone) -> contact id, `None` when known not to exist.
+    pub(super) contacts: HashMap<(String, String), Option<String>>,
+    /// (bot, chat) -> conversation, `None` when known not to exist.
+    pub(super) conversations: HashMap<(String, String), Option<Conversation>>,
+    /// New messages (with their dedup keys) of jobs that succeeded, not inserted yet.
+    pub(super) pending: Vec<(Message, Option<String>)>,
+    /// (bot, dedup key) -> the message stored with it, `None` when known not to exist.
+    pub(super) dedup: HashMap<(String, String), Option<String>>,
+    /// (bot, sender's platform id) -> contact, `None` when known not to exist.
+    pub(super) identities: HashMap<(String, String), Option<String>>,
+    /// Conversations inbound messages changed (times, title, contact), not written yet.
+    pub(super) touched: HashMap<String, Conversation>,
+    /// What the current job changed here, undone if it fails.
+    journal: Journal,
+    /// Messages the batch's outbox transitions move, as the batch has left them.
+    pub(super) messages: HashMap<String, Message>,
+    /// Of those, the ones changed and not written yet.
+    pub(super) changed: std::collections::BTreeSet<String>,
+    /// External ids of the batch's `Sent` transitions -> whether delivery reports arrived
+    /// for them before (see `apply_early_reports`).
+    pub(super) early: HashMap<String, bool>,
+}
+
+/// What one job added to the batch's pending writes.
+#[derive(Default)]
+struct Journal {
+    pending: usize,
+    touched: Vec<(String, Option<Conversation>)>,
+    dedup: Vec<(String, String)>,
+}
+
+/// Values per `IN (...)` list of the batch reads.
+const KEYS_PER_READ: usize = 500;
+
+impl BatchCache {
+    /// Reads the contacts and conversations the batch's enqueues by phone or chat id go to.
+    pub async fn prefetch(
+        &mut self,
+        tx: &mut Conn,
+        jobs: &[&NewOutbound],
+    ) -> Result<(), StoreError> {
+        let mut phones: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut chats: HashMap<&str, Vec<&str>> = HashMap::new();
+        for new in jobs {
+            match &new.to {
+                Recipient::Phone(p) => {
+                    phones.entry(&new.tenant).or_default().push(p);
+                    chats.entry(&new.bot_id).or_default().push(p);
+                }
+                Recipient::Chat(c) => chats.entry(&new.bot_id).or_default().push(c),
+                _ => {}
+            }
+        }
+        for (tenant, mut list) in phones {
+            list.sort_unstable();
+            list.dedup();
+            for chunk in list.chunks(KEYS_PER_READ) {
+                let mut q =
+                    super::sql::Sql::on(&*tx, "SELECT id, phone FROM contacts WHERE tenant_id = ");
+                q.bind(tenant.to_owned()).push(" AND phone IN (");
+                in_list(&mut q, chunk);
+                let found: Vec<(String, String)> =
+                    sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                for p in chunk {
+                    self.contacts
+                        .insert((tenant.to_owned(), (*p).to_owned()), None);
+                }
+                for (id, phone) in found {
+                    self.contacts.insert((tenant.to_owned(), phone), Some(id));
+                }
+            }
+        }
+        for (bot, mut list) in chats {
+            list.sort_unstable();
+            list.dedup();
+            for chunk in list.chunks(KEYS_PER_READ) {
+                let mut q = super::sql::Sql::on(
+                    &*tx,
+                    concat!(
+                        "SELECT ",
+                        crate::conversation_columns!(),
+                        " FROM conversations WHERE bot_id = "
+                    ),
+                );
+                q.bind(bot.to_owned()).push(" AND external_chat_id IN (");
+                in_list(&mut q, chunk);
+                let found: Vec<ConversationRow> =
+                    sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                for c in chunk {
+                    self.conversations
+                        .insert((bot.to_owned(), (*c).to_owned()), None);
+                }
+                for row in found {
+                    let c = Conversation::try_from(row)?;
+                    self.conversations
+                        .insert((bot.to_owned(), c.external_chat_id.clone()), Some(c));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the messages the batch's outbox transitions move, and which of the `Sent` ones
+    /// have delivery reports waiting.
+    pub async fn prefetch_transitions(
+        &mut self,
+        tx: &mut Conn,
+        jobs: &[(&str, &Transition)],
+    ) -> Result<(), StoreError> {
+        let ids: Vec<&str> = jobs.iter().map(|(id, _)| *id).collect();
+        for chunk in ids.chunks(KEYS_PER_READ) {
+            let mut q = super::sql::Sql::on(
+                &*tx,
+                concat!(
+                    "SELECT ",
+                    crate::message_columns!(),
+                    " FROM messages WHERE id IN ("
+                ),
+            );
+            in_list(&mut q, chunk);
+            let rows: Vec<MessageRow> = sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in rows {
+                let m = Message::try_from(row)?;
+                self.messages.insert(m.id.clone(), m);
+            }
+        }
+        let sent: Vec<&str> = jobs
+            .iter()
+            .filter_map(|(_, t)| match t {
+                Transition::Sent { external_id, .. } => Some(external_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        for chunk in sent.chunks(KEYS_PER_READ) {
+            let mut q = super::sql::Sql::on(
+                &*tx,
+                "SELECT DISTINCT external_id FROM status_reports WHERE message_id IS NULL AND external_id IN (",
+            );
+            in_list(&mut q, chunk);
+            let waiting: Vec<(String,)> = sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
+                .fetch_all(&mut *tx)
+                .await?;
+            for ext in chunk {
+                self.early.insert((*ext).to_owned(), false);
+            }
+            for (ext,) in waiting {
+                self.early.insert(ext, true);
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the transition needs no statement of its own: its message was read and no
+    /// delivery report waits for it (its change is written with the batch's others).
+    pub fn answers_transition(&self, id: &str, t: &Transition) -> bool {
+        self.messages.contains_key(id)
+            && match t {
+                Transition::Sent { external_id, .. } => self.early.get(external_id) == Some(&false),
+                _ => true,
+            }
+    }
+
+    /// True when `new` needs no read or write of its own: its contact and conversation are
+    /// known, and only its message (inserted later) is written. Such a job cannot fail
+    /// half-way, so it needs no savepoint.
+    pub fn answers_enqueue(&self, new: &NewOutbound) -> bool {
+        if new.idempotency.is_some() || new.reply_to.is_some() {
+            return false;
+        }
+        let conversation = |chat: &str| {
+            matches!(
+                self.conversations
+                    .get(&(new.bot_id.clone(), chat.to_owned())),
+                Some(Some(_))
+            )
+        };
+        match &new.to {
+            Recipient::Phone(p) => {
+                conversation(p)
+                    && matches!(
+                        self.contacts.get(&(new.tenant.clone(), p.clone())),
+                        Some(Some(_))
+                    )
+            }
+            Recipient::Chat(c) => conversation(c),
+            _ => false,
+        }
+    }
+
+    /// Reads what the batch's inbound messages need: which dedup keys are stored, the
+    /// senders' contacts and the chats' conversations.
+    pub async fn prefetch_inbound(
+        &mut self,
+        tx: &mut Conn,
+        jobs: &[(&str, &[InboundEvent])],
+    ) -> Result<(), StoreError> {
+        let mut keys: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut senders: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut chats: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (bot, events) in jobs {
+            for e in events.iter() {
+                if let InboundEvent::Message(m) = e {
+                    keys.entry(bot).or_default().push(&m.dedup_key);
+                    if let Some(s) = &m.sender {
+                        senders.entry(bot).or_default().push(&s.external_id);
+                    }
+                    chats.entry(bot).or_default().push(&m.chat.external_chat_id);
+                }
+            }
+        }
+        for (bot, mut list) in keys {
+            list.sort_unstable();
+            list.dedup();
+            for chunk in list.chunks(KEYS_PER_READ) {
+                let mut q =
+                    super::sql::Sql::on(tx, "SELECT dedup_key, id FROM messages WHERE bot_id = ");
+                q.bind(bot.to_owned()).push(" AND dedup_key IN (");
+                in_list(&mut q, chunk);
+                let found: Vec<(String, String)> =
+                    sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                for k in chunk {
+                    self.dedup.insert((bot.to_owned(), (*k).to_owned()), None);
+                }
+                for (k, id) in found {
+                    self.dedup.insert((bot.to_owned(), k), Some(id));
+                }
+            }
+        }
+        for (bot, mut list) in senders {
+            list.sort_unstable();
+            list.dedup();
+            for chunk in list.chunks(KEYS_PER_READ) {
+                let mut q = super::sql::Sql::on(
+                    tx,
+                    "SELECT external_id, contact_id FROM contact_identities WHERE bot_id = ",
+                );
+                q.bind(bot.to_owned()).push(" AND external_id IN (");
+                in_list(&mut q, chunk);
+                let found: Vec<(String, String)> =
+                    sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                for k in chunk {
+                    self.identities
+                        .insert((bot.to_owned(), (*k).to_owned()), None);
+                }
+                for (k, contact) in found {
+                    self.identities.insert((bot.to_owned(), k), Some(contact));
+                }
+            }
+        }
+        for (bot, mut list) in chats {
+            list.sort_unstable();
+            list.dedup();
+            self.read_conversations(tx, bot, &list).await?;
+        }
+        Ok(())
+    }
+
+    /// True when the inbound events need no statement of their own: only new or repeated
+    /// messages from known senders in known conversations, replying to nothing.
+    pub fn answers_ingest(&self, bot: &str, events: &[InboundEvent]) -> bool {
+        events.iter().all(|e| match e {
+            InboundEvent::Message(m) => {
+                m.reply_to_external_id.is_none()
+                    && self
+                        .dedup
+                        .contains_key(&(bot.to_owned(), m.dedup_key.clone()))
+                    && m.sender.as_ref().is_none_or(|s| {
+                        matches!(
+                            self.identities
+                                .get(&(bot.to_owned(), s.external_id.clone())),
+                            Some(Some(_))
+                        )
+                    })
+                    && matches!(
+                        self.conversations
+                            .get(&(bot.to_owned(), m.chat.external_chat_id.clone())),
+                        Some(Some(_))
+                    )
+            }
+            _ => false,
+        })
+    }
+
+    /// Starts a job: what it adds can be taken back with [`abort_job`](Self::abort_job).
+    pub fn begin_job(&mut self) {
+        self.journal = Journal {
+            pending: self.pending.len(),
+            ..Journal::default()
+        };
+    }
+
+    /// Takes back what the failed job added (after its rollback; then flush what the jobs
+    /// before it added, and forget what was read: the job may have created rows remembered
+    /// here that its rollback removed).
+    pub fn abort_job(&mut self) {
+        let journal = std::mem::take(&mut self.journal);
+        self.pending.truncate(journal.pending);
+        for (id, before) in journal.touched.into_iter().rev() {
+            match before {
+                Some(c) => self.touched.insert(id, c),
+                None => self.touched.remove(&id),
+            };
+        }
+        for key in journal.dedup {
+            self.dedup.remove(&key);
+        }
+    }
+
+    /// A new message (inserted at the next flush).
+    pub fn add_message(&mut self, m: Message, dedup_key: Option<String>) {
+        if let Some(k) = &dedup_key {
+            let key = (m.bot_id.clone(), k.clone());
+            self.dedup.insert(key.clone(), Some(m.id.clone()));
+            self.journal.dedup.push(key);
+        }
+        self.pending.push((m, dedup_key));
+    }
+
+    /// A conversation changed by an inbound message (written at the next flush).
+    pub fn touch(&mut self, c: Conversation) {
+        self.conversations.insert(
+            (c.bot_id.clone(), c.external_chat_id.clone()),
+            Some(c.clone()),
+        );
+        let before = self.touched.insert(c.id.clone(), c.clone());
+        self.journal.touched.push((c.id, before));
+    }
+
+    /// Reads the bot's conversations in these chats into the cache.
+    async fn read_conversations(
+        &mut self,
+        tx: &mut Conn,
+        bot: &str,
+        chats: &[&str],
+    ) -> Result<(), StoreError> {
+        for chunk in chats.chunks(KEYS_PER_READ) {
+            let mut q = super::sql::Sql::on(
+                tx,
+                concat!(
+                    "SELECT ",
+                    crate::conversation_columns!(),
+                    " FROM conversations WHERE bot_id = "
+                ),
+            );
+            q.bind(bot.to_owned()).push(" AND external_chat_id IN (");
+            in_list(&mut q, chunk);
+            let found: Vec<ConversationRow> =
+                sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for c in chunk {
+                self.conversations
+                    .entry((bot.to_owned(), (*c).to_owned()))
+                    .or_insert(None);
+            }
+            for row in found {
+                let c = Conversation::try_from(row)?;
+                // What this batch changed wins over what the store holds.
+                let c = self.touched.get(&c.id).cloned().unwrap_or(c);
+                self.conversations
+                    .insert((bot.to_owned(), c.external_chat_id.clone()), Some(c));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the new and changed messages and conversations.
+    pub async fn flush(&mut self, tx: &mut Conn) -> Result<(), StoreError> {
+        if !self.touched.is_empty() {
+            let rows: Vec<Conversation> = self.touched.drain().map(|(_, c)| c).collect();
+            write_conversations(tx, &rows).await?;
+        }
+        if !self.pending.is_empty() {
+            let rows: Vec<(&Message, Option<&str>)> = self
+                .pending
+                .iter()
+                .map(|(m, k)| (m, k.as_deref()))
+                .collect();
+            insert_messages(tx, &rows).await?;
+            self.pending.clear();
+        }
+        if !self.changed.is_empty() {
+            let rows: Vec<&Message> = self
+                .changed
+                .iter()
+                .filter_map(|id| self.messages.get(id))
+                .collect();
+            save_messages(tx, &rows).await?;
+            self.changed.clear();
+        }
+        Ok(())
+    }
+
+    /// Forgets what was read (after [`flush`](Self::flush)): after a job that was rolled
+    /// back (it may have created a row remembered here) or one that may change contacts,
+    /// conversations, messages or delivery reports.
+    pub fn forget(&mut self) {
+        self.contacts.clear();
+        self.conversations.clear();
+        self.messages.retain(|id, _| self.changed.contains(id));
+        self.early.clear();
+        self.dedup.clear();
+        self.identities.clear();
+    }
+
+    pub(super) fn contact(&self, tenant: &str, phone: &str) -> Option<Option<String>> {
+        self.contacts
+            .get(&(tenant.to_owned(), phone.to_owned()))
+            .cloned()
+    }
+
+    pub(super) fn conversation(&self, bot: &str, chat: &str) -> Option<Option<Conversation>> {
+        self.conversations
+            .get(&(bot.to_owned(), chat.to_owned()))
+            .cloned()
+    }
+}
+
+/// `$a, $b, ...)` for the values.
+fn in_list(q: &mut super::sql::Sql, values: &[&str]) {
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.bind((*v).to_owned());
+    }
+    q.push(")");
+}
+
+/// Rows per multi-row conversation write (11 parameters each).
+const CONVERSATIONS_PER_WRITE: usize = 80;
+
+/// Writes conversations (new or changed) in multi-row upserts.
+async fn write_conversations(tx: &mut Conn, rows: &[Conversation]) -> Result<(), StoreError> {
+    for chunk in rows.chunks(CONVERSATIONS_PER_WRITE) {
+        let mut q = super::sql::Sql::on(
+            tx,
+            "INSERT INTO conversations (id, tenant_id, bot_id, platform, external_chat_id, kind, title, \
+             contact_id, last_message_at, created_at, last_inbound_at) VALUES ",
+        );
+        for (i, c) in chunk.iter().enumerate() {
+            q.push(if i == 0 { "(" } else { ", (" });
+            q.bind(c.id.clone()).push(", ");
+            q.bind(c.tenant.clone()).push(", ");
+            q.bind(c.bot_id.clone()).push(", ");
+            q.bind(c.platform.as_str().to_owned()).push(", ");
+            q.bind(c.external_chat_id.clone()).push(", ");
+            q.bind(c.kind.as_str().to_owned()).push(", ");
+            q.bind(c.title.clone()).push(", ");
+            q.bind(c.contact_id.clone()).push(", ");
+            q.bind(c.last_message_at.map(to_micros)).push(", ");
+            q.bind(to_micros(c.created_at)).push(", ");
+            q.bind(c.last_inbound_at.map(to_micros)).push(")");
+        }
+        q.push(
+            " ON CONFLICT (id) DO UPDATE SET title = excluded.title, contact_id = excluded.contact_id, \
+             last_message_at = excluded.last_message_at, last_inbound_at = excluded.last_inbound_at",
+        );
+        sqlx::query_with::<sqlx::any::Any, _>(sqlx::AssertSqlSafe(q.text), q.args)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
