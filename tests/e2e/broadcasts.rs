@@ -54,30 +54,20 @@ async fn group(t: &TestGateway, name: &str, first: usize, n: usize) -> String {
         .collect();
     let (status, bulk) = t.post(ACME_KEY, "/v1/contacts/bulk", json!(contacts)).await;
     assert_eq!(status, 200, "{bulk}");
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/contacts?limit=200&cursor={c}"),
-            None => "/v1/contacts?limit=200".to_string(),
-        };
-        let (status, page) = t.get(ACME_KEY, &path).await;
-        assert_eq!(status, 200, "{page}");
-        for c in page["items"].as_array().unwrap() {
+    let ids: Vec<String> = t
+        .get_all(ACME_KEY, "/v1/contacts?limit=500")
+        .await
+        .iter()
+        .filter(|c| {
             let phone = c["phone"].as_str().unwrap_or("");
             let i: usize = phone
                 .trim_start_matches("+2547110")
                 .parse()
                 .unwrap_or(usize::MAX);
-            if (first..first + n).contains(&i) {
-                ids.push(c["id"].as_str().unwrap().to_owned());
-            }
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+            (first..first + n).contains(&i)
+        })
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(ids.len(), n);
     let (status, g) = t.post(ACME_KEY, "/v1/groups", json!({"name": name})).await;
     assert_eq!(status, 201, "{g}");
@@ -113,21 +103,11 @@ async fn wait_broadcast(
 }
 
 async fn all_recipients(t: &TestGateway, id: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/broadcasts/{id}/recipients?limit=200&cursor={c}"),
-            None => format!("/v1/broadcasts/{id}/recipients?limit=200"),
-        };
-        let (status, page) = t.get(ACME_KEY, &path).await;
-        assert_eq!(status, 200, "{page}");
-        out.extend(page["items"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return out,
-        }
-    }
+    t.get_all(
+        ACME_KEY,
+        &format!("/v1/broadcasts/{id}/recipients?limit=200"),
+    )
+    .await
 }
 
 async fn progress_events(t: &TestGateway) -> Vec<Value> {

@@ -92,6 +92,26 @@ async fn call(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Every item of a paginated list of the child gateway, following its cursors.
+async fn pages(http: &reqwest::Client, url: &str) -> Vec<Value> {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page_url = match &cursor {
+            Some(c) => format!("{url}{sep}cursor={c}"),
+            None => url.to_owned(),
+        };
+        let (status, page) = call(http, "GET", page_url, None).await;
+        assert_eq!(status, 200, "{page}");
+        items.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return items,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_broadcast_killed_mid_way_resumes_after_restart_losing_no_recipient() {
     let sim = SmsSim::start(SmsConfig {
@@ -166,26 +186,11 @@ throughput_per_second = 1500
     )
     .await;
     assert_eq!(status, 200, "{bulk}");
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let url = match &cursor {
-            Some(c) => format!("{base}/v1/contacts?limit=500&cursor={c}"),
-            None => format!("{base}/v1/contacts?limit=500"),
-        };
-        let (_, page) = call(&http, "GET", url, None).await;
-        ids.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c["id"].as_str().unwrap().to_owned()),
-        );
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    let ids: Vec<String> = pages(&http, &format!("{base}/v1/contacts?limit=500"))
+        .await
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(ids.len(), RECIPIENTS);
     let (status, g) = call(
         &http,
@@ -248,44 +253,32 @@ throughput_per_second = 1500
     };
     // The messages that were in flight at the kill: marked `sending` before it, their
     // outcome never recorded, so marked again after the restart (two attempts).
-    let mut attempts: HashMap<String, u64> = HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let url = match &cursor {
-            Some(c) => format!("{base}/v1/messages?direction=outbound&limit=500&cursor={c}"),
-            None => format!("{base}/v1/messages?direction=outbound&limit=500"),
-        };
-        let (_, page) = call(&http, "GET", url, None).await;
-        for m in page["items"].as_array().unwrap() {
-            attempts.insert(
-                m["id"].as_str().unwrap().to_owned(),
-                m["attempts"].as_u64().unwrap(),
-            );
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
-    let mut message_of: HashMap<String, String> = HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let url = match &cursor {
-            Some(c) => format!("{base}/v1/broadcasts/{id}/recipients?limit=500&cursor={c}"),
-            None => format!("{base}/v1/broadcasts/{id}/recipients?limit=500"),
-        };
-        let (_, page) = call(&http, "GET", url, None).await;
-        for r in page["items"].as_array().unwrap() {
-            message_of.insert(
-                r["platform_id"].as_str().unwrap().to_owned(),
-                r["message_id"].as_str().unwrap().to_owned(),
-            );
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    let attempts: HashMap<String, u64> = pages(
+        &http,
+        &format!("{base}/v1/messages?direction=outbound&limit=500"),
+    )
+    .await
+    .iter()
+    .map(|m| {
+        (
+            m["id"].as_str().unwrap().to_owned(),
+            m["attempts"].as_u64().unwrap(),
+        )
+    })
+    .collect();
+    let message_of: HashMap<String, String> = pages(
+        &http,
+        &format!("{base}/v1/broadcasts/{id}/recipients?limit=500"),
+    )
+    .await
+    .iter()
+    .map(|r| {
+        (
+            r["platform_id"].as_str().unwrap().to_owned(),
+            r["message_id"].as_str().unwrap().to_owned(),
+        )
+    })
+    .collect();
     child.kill().ok();
     child.wait().ok();
     assert_eq!(attempts.len(), RECIPIENTS);

@@ -264,6 +264,26 @@ impl TestGateway {
         split(r).await
     }
 
+    /// Every item of a paginated list (`items`, `next_cursor`), following its cursors.
+    pub async fn get_all(&self, key: &str, path: &str) -> Vec<Value> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page_path = match &cursor {
+                Some(c) => format!("{path}{sep}cursor={c}"),
+                None => path.to_owned(),
+            };
+            let (status, page) = self.get(key, &page_path).await;
+            assert_eq!(status, 200, "{page_path}: {page}");
+            items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return items,
+            }
+        }
+    }
+
     pub async fn post(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .http

@@ -67,55 +67,21 @@ impl BatchCache {
                 _ => {}
             }
         }
-        for (tenant, mut list) in phones {
-            list.sort_unstable();
-            list.dedup();
-            for chunk in list.chunks(KEYS_PER_READ) {
-                let mut q =
-                    super::sql::Sql::on(&*tx, "SELECT id, phone FROM contacts WHERE tenant_id = ");
-                q.bind(tenant.to_owned()).push(" AND phone IN (");
-                in_list(&mut q, chunk);
-                let found: Vec<(String, String)> =
-                    sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                for p in chunk {
-                    self.contacts
-                        .insert((tenant.to_owned(), (*p).to_owned()), None);
-                }
-                for (id, phone) in found {
-                    self.contacts.insert((tenant.to_owned(), phone), Some(id));
-                }
-            }
+        for (tenant, list) in phones {
+            let found = pairs_in(
+                tx,
+                "SELECT phone, id FROM contacts WHERE tenant_id = ",
+                tenant,
+                "phone",
+                list,
+            )
+            .await?;
+            remember(&mut self.contacts, tenant, found);
         }
         for (bot, mut list) in chats {
             list.sort_unstable();
             list.dedup();
-            for chunk in list.chunks(KEYS_PER_READ) {
-                let mut q = super::sql::Sql::on(
-                    &*tx,
-                    concat!(
-                        "SELECT ",
-                        crate::conversation_columns!(),
-                        " FROM conversations WHERE bot_id = "
-                    ),
-                );
-                q.bind(bot.to_owned()).push(" AND external_chat_id IN (");
-                in_list(&mut q, chunk);
-                let found: Vec<ConversationRow> =
-                    sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                for c in chunk {
-                    self.conversations
-                        .insert((bot.to_owned(), (*c).to_owned()), None);
-                }
-                for row in found {
-                    let c = Conversation::try_from(row)?;
-                    self.conversations
-                        .insert((bot.to_owned(), c.external_chat_id.clone()), Some(c));
-                }
-            }
+            self.read_conversations(tx, bot, &list).await?;
         }
         Ok(())
     }
@@ -230,48 +196,27 @@ impl BatchCache {
                 }
             }
         }
-        for (bot, mut list) in keys {
-            list.sort_unstable();
-            list.dedup();
-            for chunk in list.chunks(KEYS_PER_READ) {
-                let mut q =
-                    super::sql::Sql::on(tx, "SELECT dedup_key, id FROM messages WHERE bot_id = ");
-                q.bind(bot.to_owned()).push(" AND dedup_key IN (");
-                in_list(&mut q, chunk);
-                let found: Vec<(String, String)> =
-                    sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                for k in chunk {
-                    self.dedup.insert((bot.to_owned(), (*k).to_owned()), None);
-                }
-                for (k, id) in found {
-                    self.dedup.insert((bot.to_owned(), k), Some(id));
-                }
-            }
+        for (bot, list) in keys {
+            let found = pairs_in(
+                tx,
+                "SELECT dedup_key, id FROM messages WHERE bot_id = ",
+                bot,
+                "dedup_key",
+                list,
+            )
+            .await?;
+            remember(&mut self.dedup, bot, found);
         }
-        for (bot, mut list) in senders {
-            list.sort_unstable();
-            list.dedup();
-            for chunk in list.chunks(KEYS_PER_READ) {
-                let mut q = super::sql::Sql::on(
-                    tx,
-                    "SELECT external_id, contact_id FROM contact_identities WHERE bot_id = ",
-                );
-                q.bind(bot.to_owned()).push(" AND external_id IN (");
-                in_list(&mut q, chunk);
-                let found: Vec<(String, String)> =
-                    sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                for k in chunk {
-                    self.identities
-                        .insert((bot.to_owned(), (*k).to_owned()), None);
-                }
-                for (k, contact) in found {
-                    self.identities.insert((bot.to_owned(), k), Some(contact));
-                }
-            }
+        for (bot, list) in senders {
+            let found = pairs_in(
+                tx,
+                "SELECT external_id, contact_id FROM contact_identities WHERE bot_id = ",
+                bot,
+                "external_id",
+                list,
+            )
+            .await?;
+            remember(&mut self.identities, bot, found);
         }
         for (bot, mut list) in chats {
             list.sort_unstable();
@@ -359,33 +304,14 @@ impl BatchCache {
         bot: &str,
         chats: &[&str],
     ) -> Result<(), StoreError> {
-        for chunk in chats.chunks(KEYS_PER_READ) {
-            let mut q = super::sql::Sql::on(
-                tx,
-                concat!(
-                    "SELECT ",
-                    crate::conversation_columns!(),
-                    " FROM conversations WHERE bot_id = "
-                ),
-            );
-            q.bind(bot.to_owned()).push(" AND external_chat_id IN (");
-            in_list(&mut q, chunk);
-            let found: Vec<ConversationRow> =
-                sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            for c in chunk {
-                self.conversations
-                    .entry((bot.to_owned(), (*c).to_owned()))
-                    .or_insert(None);
-            }
-            for row in found {
-                let c = Conversation::try_from(row)?;
-                // What this batch changed wins over what the store holds.
-                let c = self.touched.get(&c.id).cloned().unwrap_or(c);
-                self.conversations
-                    .insert((bot.to_owned(), c.external_chat_id.clone()), Some(c));
-            }
+        let mut found = conversations_in(tx, bot, chats).await?;
+        for chat in chats {
+            // What this batch changed wins over what the store holds.
+            let c = found
+                .remove(*chat)
+                .map(|c| self.touched.get(&c.id).cloned().unwrap_or(c));
+            self.conversations
+                .insert((bot.to_owned(), (*chat).to_owned()), c);
         }
         Ok(())
     }
@@ -453,11 +379,89 @@ fn in_list(q: &mut super::sql::Sql, values: &[&str]) {
     q.push(")");
 }
 
+/// `(key, value)` rows of `head` (a query ending in `WHERE <scope column> = `) for `scope`
+/// and `column IN keys`, one statement per chunk of keys; every key maps to its value, or
+/// to `None` when no row has it.
+async fn pairs_in(
+    tx: &mut Conn,
+    head: &str,
+    scope: &str,
+    column: &str,
+    mut keys: Vec<&str>,
+) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    keys.sort_unstable();
+    keys.dedup();
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(KEYS_PER_READ) {
+        let mut q = super::sql::Sql::on(tx, head);
+        q.bind(scope.to_owned())
+            .push(" AND ")
+            .push(column)
+            .push(" IN (");
+        in_list(&mut q, chunk);
+        let found: HashMap<String, String> =
+            sqlx::query_as_with::<_, (String, String), _>(sqlx::AssertSqlSafe(q.text), q.args)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        out.extend(
+            chunk
+                .iter()
+                .map(|k| ((*k).to_owned(), found.get(*k).cloned())),
+        );
+    }
+    Ok(out)
+}
+
+/// Puts what [`pairs_in`] read for `scope` into a cache keyed by (scope, key).
+fn remember(
+    cache: &mut HashMap<(String, String), Option<String>>,
+    scope: &str,
+    found: Vec<(String, Option<String>)>,
+) {
+    for (key, value) in found {
+        cache.insert((scope.to_owned(), key), value);
+    }
+}
+
+/// The bot's conversations in these chats, by chat id.
+pub(super) async fn conversations_in(
+    tx: &mut Conn,
+    bot: &str,
+    chats: &[&str],
+) -> Result<HashMap<String, Conversation>, StoreError> {
+    let mut found = HashMap::new();
+    for chunk in chats.chunks(KEYS_PER_READ) {
+        let mut q = super::sql::Sql::on(
+            tx,
+            concat!(
+                "SELECT ",
+                crate::conversation_columns!(),
+                " FROM conversations WHERE bot_id = "
+            ),
+        );
+        q.bind(bot.to_owned()).push(" AND external_chat_id IN (");
+        in_list(&mut q, chunk);
+        let rows: Vec<ConversationRow> = sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in rows {
+            let c = Conversation::try_from(row)?;
+            found.insert(c.external_chat_id.clone(), c);
+        }
+    }
+    Ok(found)
+}
+
 /// Rows per multi-row conversation write (11 parameters each).
 const CONVERSATIONS_PER_WRITE: usize = 80;
 
 /// Writes conversations (new or changed) in multi-row upserts.
-async fn write_conversations(tx: &mut Conn, rows: &[Conversation]) -> Result<(), StoreError> {
+pub(super) async fn write_conversations(
+    tx: &mut Conn,
+    rows: &[Conversation],
+) -> Result<(), StoreError> {
     for chunk in rows.chunks(CONVERSATIONS_PER_WRITE) {
         let mut q = super::sql::Sql::on(
             tx,

@@ -15,7 +15,7 @@ use sqlx::FromRow;
 use super::reads::{decode_cursor, encode_cursor, limit};
 use super::rows::*;
 use super::sql::Sql;
-use super::write_messages::insert_messages;
+use super::write_messages::{insert_messages, queued_message};
 use super::writer::{Conn, Output, PendingEvent};
 use super::*;
 use crate::model::{Broadcast, BroadcastCounts, BroadcastRecipient, event_type as et};
@@ -614,32 +614,8 @@ async fn conversations_for(
     bot: &Bot,
     chats: &[(String, Option<String>)],
 ) -> Result<HashMap<String, Conversation>, StoreError> {
-    let mut found: HashMap<String, Conversation> = HashMap::new();
-    for chunk in chats.chunks(500) {
-        let mut q = Sql::on(
-            tx,
-            concat!(
-                "SELECT ",
-                crate::conversation_columns!(),
-                " FROM conversations WHERE bot_id = "
-            ),
-        );
-        q.bind(bot.id.clone()).push(" AND external_chat_id IN (");
-        for (i, (c, _)) in chunk.iter().enumerate() {
-            if i > 0 {
-                q.push(", ");
-            }
-            q.bind(c.clone());
-        }
-        q.push(")");
-        let rows: Vec<ConversationRow> = sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
-            .fetch_all(&mut *tx)
-            .await?;
-        for r in rows {
-            let c = Conversation::try_from(r)?;
-            found.insert(c.external_chat_id.clone(), c);
-        }
-    }
+    let keys: Vec<&str> = chats.iter().map(|(c, _)| c.as_str()).collect();
+    let mut found = super::batch::conversations_in(tx, &bot.id, &keys).await?;
     let now = Utc::now();
     let mut missing: Vec<Conversation> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -661,27 +637,7 @@ async fn conversations_for(
             created_at: now,
         });
     }
-    for chunk in missing.chunks(100) {
-        let mut q = Sql::on(
-            tx,
-            "INSERT INTO conversations (id, tenant_id, bot_id, platform, external_chat_id, kind, title, \
-             contact_id, last_message_at, created_at) VALUES ",
-        );
-        for (i, c) in chunk.iter().enumerate() {
-            q.push(if i == 0 { "(" } else { ", (" });
-            q.bind(c.id.clone()).push(", ");
-            q.bind(c.tenant.clone()).push(", ");
-            q.bind(c.bot_id.clone()).push(", ");
-            q.bind(c.platform.as_str().to_owned()).push(", ");
-            q.bind(c.external_chat_id.clone()).push(", ");
-            q.bind(c.kind.as_str().to_owned()).push(", NULL, ");
-            q.bind(c.contact_id.clone()).push(", NULL, ");
-            q.bind(to_micros(c.created_at)).push(")");
-        }
-        sqlx::query_with::<sqlx::any::Any, _>(sqlx::AssertSqlSafe(q.text), q.args)
-            .execute(&mut *tx)
-            .await?;
-    }
+    super::batch::write_conversations(tx, &missing).await?;
     for c in missing {
         found.insert(c.external_chat_id.clone(), c);
     }
@@ -718,31 +674,16 @@ async fn fan_out(
             outside.push(position);
             continue;
         }
-        let message = Message {
-            id: message_id,
-            tenant: bot.tenant.clone(),
-            bot_id: bot.id.clone(),
-            platform: bot.platform,
-            conversation_id: conversation.id.clone(),
-            contact_id: Some(contact),
-            direction: Direction::Outbound,
-            content: content.clone(),
-            status: MessageStatus::Queued,
-            error: None,
-            external_id: None,
-            reply_to: None,
-            attempts: 0,
-            created_at: now,
-            sent_at: None,
-            delivered_at: None,
-            read_at: None,
-            status_history: vec![StatusChange {
-                status: MessageStatus::Queued,
-                at: now,
-            }],
-            segments: row.segments.map(|s| s as u32),
-            cost: None,
-        };
+        let mut message = queued_message(
+            bot,
+            &conversation.id,
+            Some(contact),
+            content.clone(),
+            None,
+            row.segments.map(|s| s as u32),
+            now,
+        );
+        message.id = message_id;
         entries.push(OutboxEntry {
             message,
             conversation,

@@ -28,6 +28,43 @@ pub(super) fn conversation_event(c: &Conversation) -> PendingEvent {
     }
 }
 
+/// A new outbound message, `queued`.
+pub(super) fn queued_message(
+    bot: &Bot,
+    conversation_id: &str,
+    contact_id: Option<String>,
+    content: Content,
+    reply_to: Option<String>,
+    segments: Option<u32>,
+    now: DateTime<Utc>,
+) -> Message {
+    Message {
+        id: new_id(),
+        tenant: bot.tenant.clone(),
+        bot_id: bot.id.clone(),
+        platform: bot.platform,
+        conversation_id: conversation_id.to_owned(),
+        contact_id,
+        direction: Direction::Outbound,
+        content,
+        status: MessageStatus::Queued,
+        error: None,
+        external_id: None,
+        reply_to,
+        attempts: 0,
+        created_at: now,
+        sent_at: None,
+        delivered_at: None,
+        read_at: None,
+        status_history: vec![StatusChange {
+            status: MessageStatus::Queued,
+            at: now,
+        }],
+        segments,
+        cost: None,
+    }
+}
+
 pub(super) fn set_status(m: &mut Message, status: MessageStatus, at: DateTime<Utc>) {
     m.status = status;
     m.status_history.push(StatusChange { status, at });

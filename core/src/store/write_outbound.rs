@@ -93,31 +93,15 @@ pub(super) async fn enqueue(
         }
     }
     let now = Utc::now();
-    let message = Message {
-        id: new_id(),
-        tenant: bot.tenant.clone(),
-        bot_id: bot.id.clone(),
-        platform: bot.platform,
-        conversation_id: conversation.id.clone(),
+    let message = queued_message(
+        bot,
+        &conversation.id,
         contact_id,
-        direction: Direction::Outbound,
-        content: new.content.clone(),
-        status: MessageStatus::Queued,
-        error: None,
-        external_id: None,
-        reply_to: new.reply_to.clone(),
-        attempts: 0,
-        created_at: now,
-        sent_at: None,
-        delivered_at: None,
-        read_at: None,
-        status_history: vec![StatusChange {
-            status: MessageStatus::Queued,
-            at: now,
-        }],
-        segments: new.segments,
-        cost: None,
-    };
+        new.content.clone(),
+        new.reply_to.clone(),
+        new.segments,
+        now,
+    );
     // The conversation's last_message_at is set once per batch by the writer; the message
     // is inserted with the batch's others, except when a key refers to it.
     if new.idempotency.is_some() {
