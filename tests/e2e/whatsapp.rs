@@ -357,3 +357,78 @@ async fn a_rejected_access_token_fails_the_bot() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_broadcast_skips_recipients_outside_the_window_unless_it_is_a_template() {
+    let (sim, t) = setup(WhatsAppConfig::default(), "").await;
+    sim.user_message(PHONE_ID, WaUserMessage::text("15551234567", "Ada", "hello"));
+    inbound(&t, 1).await;
+    let ada = t.get_all(ACME_KEY, "/v1/contacts?q=Ada").await;
+    let ada = ada[0]["id"].as_str().unwrap().to_owned();
+    let (status, bo) = t
+        .post(
+            ACME_KEY,
+            "/v1/contacts",
+            json!({"name": "Bo", "phone": "+15557654321"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{bo}");
+    let bo = bo["id"].as_str().unwrap().to_owned();
+    let broadcast = |content: Value| json!({"bot_id": "wa", "title": "News", "content": content, "to": {"contact_ids": [ada, bo]}});
+    let (status, b) = t
+        .post(
+            ACME_KEY,
+            "/v1/broadcasts",
+            broadcast(json!({"type": "text", "text": "Free-form"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{b}");
+    assert_eq!(b["counts"]["skipped"], 1, "{b}");
+    let recipients = t
+        .get_all(
+            ACME_KEY,
+            &format!("/v1/broadcasts/{}/recipients", b["id"].as_str().unwrap()),
+        )
+        .await;
+    let skipped = recipients
+        .iter()
+        .find(|r| r["status"] == "skipped")
+        .unwrap();
+    assert_eq!(skipped["contact_id"], bo.as_str());
+    assert!(
+        skipped["skip_reason"].as_str().unwrap().contains("window"),
+        "{skipped}"
+    );
+    let (status, b) = t
+        .post(
+            ACME_KEY,
+            "/v1/broadcasts",
+            broadcast(
+                json!({"type": "template", "name": "hello_world", "language": "en_US", "params": ["you"]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{b}");
+    assert_eq!(b["counts"]["skipped"], 0, "{b}");
+    let started = std::time::Instant::now();
+    while sim.sent(PHONE_ID).len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            sim.sent(PHONE_ID).len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let to: Vec<String> = sim.sent(PHONE_ID).iter().map(|s| s.to.clone()).collect();
+    assert_eq!(
+        to.iter().filter(|n| n.ends_with("15557654321")).count(),
+        1,
+        "{to:?}"
+    );
+    assert_eq!(
+        to.iter().filter(|n| n.ends_with("15551234567")).count(),
+        2,
+        "{to:?}"
+    );
+    t.stop().await;
+}
