@@ -102,6 +102,16 @@ async fn serve(
         Ok(b) if b.platform.as_str() == platform => b,
         _ => return ApiError::not_found(format!("no {platform} bot {bot_id:?}")).into_response(),
     };
+    // Every platform posts UTF-8 (JSON or form fields); serde would skip invalid bytes in
+    // fields it ignores, so refuse them here, for all connectors at once.
+    if let Err(e) = std::str::from_utf8(&body) {
+        reject(&bot_id, "not_utf8");
+        return ApiError::bad_request(format!(
+            "the body is not UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        ))
+        .into_response();
+    }
     let Some(connector) = s.supervisor.connector(&bot.id) else {
         // Not running: answer with a retryable status so the platform redelivers later.
         return ApiError::unavailable(format!("bot {:?} is {}", bot.id, bot.state.as_str()))
@@ -126,6 +136,17 @@ async fn serve(
         reject(&bot.id, "verification");
     }
     let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // A refusal is problem+json like every other error of ours, whatever the connector
+    // wrote (platforms look at the status only).
+    if status.is_client_error() || status.is_server_error() {
+        let detail = String::from_utf8_lossy(&resp.body).trim().to_owned();
+        let detail = if detail.is_empty() {
+            status.canonical_reason().unwrap_or("refused").to_owned()
+        } else {
+            detail
+        };
+        return ApiError::new(status, detail).into_response();
+    }
     (
         status,
         [(header::CONTENT_TYPE, resp.content_type)],

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real gateway over HTTP and WebSocket on 127.0.0.1.
 
 mod api;
+mod bad_input;
 mod broadcasts;
 mod contacts;
 mod crash;

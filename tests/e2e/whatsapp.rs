@@ -432,3 +432,59 @@ async fn a_broadcast_skips_recipients_outside_the_window_unless_it_is_a_template
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn correctly_signed_garbage_gets_a_4xx_problem_and_stores_nothing() {
+    let (_sim, t) = setup(WhatsAppConfig::default(), "").await;
+    let bodies: Vec<Vec<u8>> = vec![
+        br#"{"object":"whatsapp_business_account","entry":[{"id":"W","changes":[{"#.to_vec(),
+        br#"{"object":"whatsapp_business_account","entry":"not a list"}"#.to_vec(),
+        b"{\"object\":\"whatsapp_business_account\",\"x\":\"\xff\xfe\"}".to_vec(),
+        b"[]".to_vec(),
+    ];
+    // A well-formed notification with one unreadable item is answered 200 (Meta would
+    // redeliver the whole batch forever otherwise); the item is skipped.
+    let odd = br#"{"object":"whatsapp_business_account","entry":[{"id":"W","changes":[{"field":"messages","value":{"messages":[{"from":7,"id":["x"],"type":"text"}]}}]}]}"#;
+    let r = t
+        .http
+        .post(t.url("/webhooks/whatsapp/wa"))
+        .header("content-type", "application/json")
+        .header("X-Hub-Signature-256", hmac_sig::sign(APP_SECRET, odd))
+        .body(odd.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for body in bodies {
+        let sig = hmac_sig::sign(APP_SECRET, &body);
+        let r = t
+            .http
+            .post(t.url("/webhooks/whatsapp/wa"))
+            .header("content-type", "application/json")
+            .header("X-Hub-Signature-256", sig)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let ctype = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(
+            (400..500).contains(&status),
+            "{status} for {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(ctype, "application/problem+json");
+    }
+    let (_, msgs) = t.get(ACME_KEY, "/v1/messages").await;
+    assert!(msgs["items"].as_array().unwrap().is_empty());
+    let (_, events) = t.get(ACME_KEY, "/v1/events").await;
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["type"] == "bot.state"),
+        "{events}"
+    );
+    t.stop().await;
+}

@@ -86,11 +86,23 @@ impl WhatsAppConnector {
             return WebhookResponse::text(401, "X-Hub-Signature-256 does not match the body");
         }
         let payload: Payload = match serde_json::from_slice(&request.body) {
-            Ok(p) => p,
+            Ok(p) if request.body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => p,
+            Ok(_) => {
+                return WebhookResponse::text(400, "not a WhatsApp notification: not an object");
+            }
             Err(e) => {
                 return WebhookResponse::text(400, format!("not a WhatsApp notification: {e}"));
             }
         };
+        if payload.object != "whatsapp_business_account" {
+            return WebhookResponse::text(
+                400,
+                format!(
+                    "not a WhatsApp notification: object is {:?}, not \"whatsapp_business_account\"",
+                    payload.object
+                ),
+            );
+        }
         let events = normalize(&payload, &self.settings.phone_number_id);
         match sink.deliver(&self.bot_id, events).await {
             Ok(_) => WebhookResponse::text(200, "EVENT_RECEIVED"),
@@ -104,6 +116,8 @@ impl WhatsAppConnector {
 
 #[derive(Debug, Deserialize)]
 pub struct Payload {
+    /// Always `whatsapp_business_account`.
+    pub object: String,
     #[serde(default)]
     pub entry: Vec<Entry>,
 }
