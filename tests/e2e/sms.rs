@@ -451,3 +451,69 @@ async fn contacts_made_by_inbound_sms_are_listed_searched_and_read() {
     assert_eq!(status, 404, "another tenant's contact");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn malformed_provider_callbacks_get_a_4xx_problem_and_store_nothing() {
+    let Setup { sim, t } = setup(SmsConfig::default(), "", (10.0, 1000.0, 100.0)).await;
+    let form = "application/x-www-form-urlencoded";
+    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("/webhooks/sms/at/inbound", form, b"text=hello".to_vec()),
+        (
+            "/webhooks/sms/at/inbound",
+            form,
+            b"from=%2B254711000001".to_vec(),
+        ),
+        (
+            "/webhooks/sms/at/inbound",
+            "application/json",
+            b"[]".to_vec(),
+        ),
+        ("/webhooks/sms/at/status", form, b"id=&status=".to_vec()),
+        ("/webhooks/sms/at/status", form, b"status=Success".to_vec()),
+        (
+            "/webhooks/sms/bs/status",
+            "application/json",
+            br#"[{"id": "#.to_vec(),
+        ),
+        (
+            "/webhooks/sms/bs/status",
+            "application/json",
+            br#"{"id": ["x"], "status": 5}"#.to_vec(),
+        ),
+        (
+            "/webhooks/sms/bs/status",
+            "application/json",
+            b"[\"\xff\"]".to_vec(),
+        ),
+    ];
+    for (path, ctype, body) in cases {
+        let r = t
+            .http
+            .post(t.url(path))
+            .header("content-type", ctype)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!(
+            (400..500).contains(&status),
+            "{path}: {status} for {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+    }
+    let (_, msgs) = t.get(ACME_KEY, "/v1/messages").await;
+    assert!(msgs["items"].as_array().unwrap().is_empty(), "{msgs}");
+    let (_, contacts) = t.get(ACME_KEY, "/v1/contacts").await;
+    assert!(
+        contacts["items"].as_array().unwrap().is_empty(),
+        "{contacts}"
+    );
+    t.stop().await;
+    sim.shutdown();
+}

@@ -541,3 +541,44 @@ async fn sending_to_a_group_chat_id_opens_a_group_conversation_paced_as_a_group(
     assert_eq!(c["kind"], "group");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn webhook_garbage_with_the_right_secret_gets_a_4xx_problem_and_stores_nothing() {
+    let (_sim, t) = setup("webhook", TelegramConfig::default(), "").await;
+    for body in [
+        br#"{"update_id": 1, "message": {"#.to_vec(),
+        br#"{"update_id": "one", "message": []}"#.to_vec(),
+        b"[]".to_vec(),
+        b"{\"update_id\": 5, \"message\": {\"text\": \"\xff\"}}".to_vec(),
+    ] {
+        let r = t
+            .http
+            .post(t.url("/webhooks/telegram/tg"))
+            .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!(
+            (400..500).contains(&status),
+            "{status} for {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
+    // And the wrong secret, with a good body.
+    let r = t
+        .http
+        .post(t.url("/webhooks/telegram/tg"))
+        .header("X-Telegram-Bot-Api-Secret-Token", "wrong")
+        .body(r#"{"update_id": 9}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let (_, msgs) = t.get(ACME_KEY, "/v1/messages").await;
+    assert!(msgs["items"].as_array().unwrap().is_empty(), "{msgs}");
+    t.stop().await;
+}

@@ -153,32 +153,52 @@ impl Provider for BulkSms {
 }
 
 impl BulkSms {
+    /// The messages of a webhook. An item that cannot be read is skipped (a batch is not
+    /// refused for it: BulkSMS would resend the good ones forever); a webhook with nothing
+    /// readable is refused. Statuses we do not track (ACCEPTED, SCHEDULED...) are read and
+    /// ignored.
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<InboundEvent>, String> {
-        Ok(items(request)?
-            .iter()
-            .filter_map(|m| {
-                let id = id_of(m)?;
-                match m["type"].as_str()? {
-                    "RECEIVED" => {
-                        let from = m["from"].as_str()?;
-                        let body = m["body"].as_str().unwrap_or("");
-                        Some(inbound_sms(&id, from, body, self.region))
-                    }
-                    "SENT" => Some(match m["status"]["type"].as_str()? {
-                        "DELIVERED" => report(&id, MessageStatus::Delivered, None),
-                        "SENT" => report(&id, MessageStatus::Sent, None),
-                        "FAILED" => {
-                            let code = m["status"]["id"].as_str().unwrap_or("FAILED").to_owned();
-                            let subtype = m["status"]["subtype"].as_str().unwrap_or("unknown");
-                            let message = format!("BulkSMS reported the message failed: {subtype}");
-                            report(&id, MessageStatus::Failed, Some((code, message)))
-                        }
-                        _ => return None,
-                    }),
-                    _ => None,
+        let items = items(request)?;
+        let read: Vec<Option<Option<InboundEvent>>> = items.iter().map(|m| self.item(m)).collect();
+        let unreadable = read.iter().filter(|r| r.is_none()).count();
+        if unreadable > 0 && unreadable == items.len() {
+            return Err(format!(
+                "none of the {} items is a BulkSMS message (id, type RECEIVED with from, or SENT with status)",
+                items.len()
+            ));
+        }
+        if unreadable > 0 {
+            tracing::warn!(
+                skipped = unreadable,
+                "BulkSMS webhook items that could not be read were skipped"
+            );
+        }
+        Ok(read.into_iter().flatten().flatten().collect())
+    }
+
+    /// One webhook item: `None` when it cannot be read, `Some(None)` when it is a status we
+    /// do not track.
+    fn item(&self, m: &Value) -> Option<Option<InboundEvent>> {
+        let id = id_of(m)?;
+        match m["type"].as_str()? {
+            "RECEIVED" => {
+                let from = m["from"].as_str()?;
+                let body = m["body"].as_str().unwrap_or("");
+                Some(Some(inbound_sms(&id, from, body, self.region)))
+            }
+            "SENT" => Some(match m["status"]["type"].as_str()? {
+                "DELIVERED" => Some(report(&id, MessageStatus::Delivered, None)),
+                "SENT" => Some(report(&id, MessageStatus::Sent, None)),
+                "FAILED" => {
+                    let code = m["status"]["id"].as_str().unwrap_or("FAILED").to_owned();
+                    let subtype = m["status"]["subtype"].as_str().unwrap_or("unknown");
+                    let message = format!("BulkSMS reported the message failed: {subtype}");
+                    Some(report(&id, MessageStatus::Failed, Some((code, message))))
                 }
-            })
-            .collect())
+                _ => None,
+            }),
+            _ => Some(None),
+        }
     }
 }
 
@@ -217,5 +237,33 @@ mod tests {
             classify(400, &json!({"title": "Bad request"})),
             ConnectorError::Permanent { .. }
         ));
+    }
+
+    #[test]
+    fn untracked_statuses_are_ignored_and_unreadable_webhooks_refused() {
+        let provider = BulkSms {
+            http: reqwest::Client::new(),
+            base: String::new(),
+            username: "u".into(),
+            password: Secret::new("p"),
+            from: None,
+            max_parts: 1,
+            region: None,
+        };
+        let webhook = |body: Value| WebhookRequest {
+            method: "POST".into(),
+            subpath: "/status".into(),
+            query: String::new(),
+            headers: vec![],
+            body: body.to_string().into_bytes(),
+        };
+        let accepted = json!([{"id": "1", "type": "SENT", "status": {"type": "ACCEPTED"}}]);
+        assert!(provider.parse(&webhook(accepted)).unwrap().is_empty());
+        let mixed = json!([
+            {"id": "2", "type": "SENT", "status": {"type": "DELIVERED"}},
+            {"id": ["x"]},
+        ]);
+        assert_eq!(provider.parse(&webhook(mixed)).unwrap().len(), 1);
+        assert!(provider.parse(&webhook(json!([{"id": ["x"]}]))).is_err());
     }
 }
