@@ -7,6 +7,7 @@ mod contacts;
 mod crash;
 mod discord;
 mod dispatcher;
+mod faults;
 mod feed;
 mod ingress;
 mod secrets;

@@ -89,6 +89,8 @@ pub struct Options {
     /// Listen on a port chosen before start and set `server.public_url` to it (platforms
     /// that call back, like Telegram in webhook mode, need the URL in the config).
     pub public_url: bool,
+    /// More `[outbox]` settings (`key = value` lines; the base sets fast retries).
+    pub outbox_toml: String,
 }
 
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
@@ -107,6 +109,7 @@ pub struct TestGateway {
     env: HashMap<String, String>,
     toml: String,
     server: String,
+    outbox: String,
     real: bool,
 }
 
@@ -143,7 +146,7 @@ impl TestGateway {
         } else {
             format!("listen = \"{listen}\"")
         };
-        let toml = base_toml(&server, &opts.extra_toml);
+        let toml = base_toml(&server, &opts.outbox_toml, &opts.extra_toml);
         let mut env: HashMap<String, String> = opts.env.iter().cloned().collect();
         env.insert("TEST_STORAGE_URL".into(), storage_url.clone());
         env.insert("TEST_MASTER_KEY".into(), master_key.clone());
@@ -161,13 +164,14 @@ impl TestGateway {
             env,
             toml,
             server,
+            outbox: opts.outbox_toml,
             real,
         }
     }
 
     /// Applies a changed config to the running gateway, as SIGHUP does.
     pub async fn reload(&mut self, extra_toml: &str, env: Vec<(String, String)>) {
-        self.toml = base_toml(&self.server, extra_toml);
+        self.toml = base_toml(&self.server, &self.outbox, extra_toml);
         self.env.extend(env);
         let registry = registry(&self.world, self.real);
         let config = config::parse(&self.toml, self.dir.path(), &self.env, &registry)
@@ -181,7 +185,7 @@ impl TestGateway {
     }
 }
 
-fn base_toml(server: &str, extra_toml: &str) -> String {
+fn base_toml(server: &str, outbox_toml: &str, extra_toml: &str) -> String {
     format!(
         r#"
 [server]
@@ -206,6 +210,7 @@ paused_recheck_ms = 200
 [outbox]
 retry_initial_ms = 50
 retry_max_ms = 200
+{outbox_toml}
 
 [[tenants]]
 id = "acme"

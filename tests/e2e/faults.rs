@@ -1,0 +1,245 @@
+//! Platform faults: the simulators answer a fifth of the send requests with a 5xx, a dropped
+//! connection or no answer at all. Every message still gets through exactly once, retries
+//! stay bounded (the request count), and a bot on a healthy provider is not slowed or touched
+//! by another bot's faults.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::json;
+use switchboard_e2e::*;
+use switchboard_sim::framework::Faults;
+use switchboard_sim::sms::{Provider, SmsConfig, SmsSim};
+use switchboard_sim::whatsapp::{PhoneNumber, WhatsAppConfig, WhatsAppSim};
+
+const PHONE_ID: &str = "106540352242922";
+const WA_TOKEN: &str = "EAAG-test-access-token";
+const APP_SECRET: &str = "app-secret-0123456789";
+const FAULTY_AT: &str = "faulty-at";
+const HEALTHY_AT: &str = "healthy-at";
+const AT_KEY: &str = "atsk_0123456789abcdef";
+
+const WA_MESSAGES: usize = 600;
+const FAULTY_SMS: usize = 1000;
+const HEALTHY_SMS: usize = 500;
+
+fn faults() -> Faults {
+    Faults {
+        error_rate: 0.12,
+        timeout_rate: 0.03,
+        drop_rate: 0.05,
+        ..Faults::default()
+    }
+}
+
+#[tokio::test]
+async fn a_fifth_of_sends_failing_delivers_everything_once_with_bounded_retries() {
+    let wa = WhatsAppSim::start(WhatsAppConfig {
+        throughput: switchboard_sim::framework::rate::Rate::new(400, Duration::from_secs(1), 400),
+        read_receipts: false,
+        ..WhatsAppConfig::default()
+    })
+    .await
+    .unwrap();
+    wa.add_phone_number(PhoneNumber {
+        phone_number_id: PHONE_ID.into(),
+        display_phone_number: "15550001111".into(),
+        waba_id: "102290129340398".into(),
+        access_token: WA_TOKEN.into(),
+        app_secret: APP_SECRET.into(),
+        callback_url: None,
+        verified_name: "Acme".into(),
+    });
+    let faulty = SmsSim::start(SmsConfig::without_rate_limits())
+        .await
+        .unwrap();
+    faulty.add_at_account(FAULTY_AT, AT_KEY, 1e9);
+    let healthy = SmsSim::start(SmsConfig::without_rate_limits())
+        .await
+        .unwrap();
+    healthy.add_at_account(HEALTHY_AT, AT_KEY, 1e9);
+    let t = TestGateway::start(Options {
+        extra_toml: format!(
+            "[[bots]]\nid = \"wa\"\ntenant = \"acme\"\nplatform = \"whatsapp\"\nphone_number_id = \"{PHONE_ID}\"\n\
+             access_token = \"{WA_TOKEN}\"\napp_secret = \"{APP_SECRET}\"\nverify_token = \"verify\"\n\
+             api_base = \"{}\"\nthroughput_per_second = 400\n\
+             [[bots]]\nid = \"faulty\"\ntenant = \"acme\"\nplatform = \"sms\"\nprovider = \"africastalking\"\n\
+             username = \"{FAULTY_AT}\"\napi_key = \"{AT_KEY}\"\napi_base = \"{}\"\nthroughput_per_second = 1000\n\
+             [[bots]]\nid = \"healthy\"\ntenant = \"acme\"\nplatform = \"sms\"\nprovider = \"africastalking\"\n\
+             username = \"{HEALTHY_AT}\"\napi_key = \"{AT_KEY}\"\napi_base = \"{}\"\nthroughput_per_second = 1000\n",
+            wa.base_url(),
+            faulty.base_url(),
+            healthy.base_url()
+        ),
+        outbox_toml: "max_attempts = 12\nsend_timeout_ms = 500".into(),
+        real_connectors: true,
+        ..Default::default()
+    })
+    .await;
+    for bot in ["wa", "faulty", "healthy"] {
+        t.wait_state(ACME_KEY, bot, "running", Duration::from_secs(10))
+            .await;
+    }
+    wa.set_faults(faults());
+    faulty.set_faults(faults());
+
+    // The healthy bot's messages alone first, as the baseline of how long they take.
+    let healthy_batch = |offset: usize| {
+        let t = &t;
+        async move {
+            futures::stream::iter(0..HEALTHY_SMS / 2)
+                .map(|i| async move {
+                    let (s, m) = t
+                        .post(
+                            ACME_KEY,
+                            "/v1/messages",
+                            json!({"bot_id": "healthy", "to": {"phone": format!("+2547115{:05}", offset + i)},
+                                   "content": {"type": "text", "text": format!("healthy {}", offset + i)}}),
+                        )
+                        .await;
+                    assert_eq!(s, 202, "{m}");
+                })
+                .buffer_unordered(16)
+                .collect::<Vec<_>>()
+                .await;
+        }
+    };
+    let wait_sent = |sim: &SmsSim, account: &'static str, n: usize| {
+        let sim = sim.clone();
+        async move {
+            let started = Instant::now();
+            while sim.sent(Provider::AfricasTalking, account).len() < n {
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "{account}: {} of {n} sent",
+                    sim.sent(Provider::AfricasTalking, account).len()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            started.elapsed()
+        }
+    };
+    let t0 = Instant::now();
+    healthy_batch(0).await;
+    wait_sent(&healthy, HEALTHY_AT, HEALTHY_SMS / 2).await;
+    let alone = t0.elapsed();
+
+    // Then everything at once: the faulty bots' messages and the healthy bot's second half.
+    let t0 = Instant::now();
+    let faulty_sends = futures::stream::iter(0..FAULTY_SMS)
+        .map(|i| {
+            let t = &t;
+            async move {
+                let (s, m) = t
+                    .post(
+                        ACME_KEY,
+                        "/v1/messages",
+                        json!({"bot_id": "faulty", "to": {"phone": format!("+2547116{:05}", i)},
+                               "content": {"type": "text", "text": format!("faulty {i}")}}),
+                    )
+                    .await;
+                assert_eq!(s, 202, "{m}");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>();
+    let wa_sends = futures::stream::iter(0..WA_MESSAGES)
+        .map(|i| {
+            let t = &t;
+            async move {
+                let (s, m) = t
+                    .post(
+                        ACME_KEY,
+                        "/v1/messages",
+                        json!({"bot_id": "wa", "to": {"phone": format!("+1555{:07}", i)},
+                               "content": {"type": "template", "name": "order_shipped", "language": "en_US"}}),
+                    )
+                    .await;
+                assert_eq!(s, 202, "{m}");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>();
+    let healthy_started = Instant::now();
+    let (_, _, _) = tokio::join!(faulty_sends, wa_sends, async {
+        healthy_batch(HEALTHY_SMS / 2).await;
+    });
+    wait_sent(&healthy, HEALTHY_AT, HEALTHY_SMS).await;
+    let beside_faults = healthy_started.elapsed();
+    wait_sent(&faulty, FAULTY_AT, FAULTY_SMS).await;
+    let started = Instant::now();
+    while wa.sent(PHONE_ID).len() < WA_MESSAGES {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "whatsapp: {} of {WA_MESSAGES} sent",
+            wa.sent(PHONE_ID).len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all = t0.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Exactly once at each platform: a faulty request has no effect there.
+    let mut per_number: HashMap<String, usize> = HashMap::new();
+    for s in faulty.sent(Provider::AfricasTalking, FAULTY_AT) {
+        *per_number.entry(s.to).or_default() += 1;
+    }
+    assert_eq!(per_number.len(), FAULTY_SMS);
+    assert!(per_number.values().all(|n| *n == 1), "an SMS sent twice");
+    let mut per_wa: HashMap<String, usize> = HashMap::new();
+    for s in wa.sent(PHONE_ID) {
+        *per_wa.entry(s.to).or_default() += 1;
+    }
+    assert_eq!(per_wa.len(), WA_MESSAGES);
+    assert!(
+        per_wa.values().all(|n| *n == 1),
+        "a WhatsApp message sent twice"
+    );
+    // Every message is `sent` (or further) in the store, none failed.
+    let outbound = t
+        .get_all(ACME_KEY, "/v1/messages?direction=outbound&limit=500")
+        .await;
+    assert_eq!(outbound.len(), WA_MESSAGES + FAULTY_SMS + HEALTHY_SMS);
+    for m in &outbound {
+        assert!(
+            ["sent", "delivered", "read"].contains(&m["status"].as_str().unwrap()),
+            "{m}"
+        );
+    }
+    // Bounded retries: about 1 / (1 - 0.2) requests per message, never a hot loop.
+    let sms_requests = faulty
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/version1/messaging"))
+        .count();
+    let wa_requests = wa
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/messages"))
+        .count();
+    for (what, requests, messages) in [
+        ("Africa's Talking", sms_requests, FAULTY_SMS),
+        ("WhatsApp", wa_requests, WA_MESSAGES),
+    ] {
+        let ratio = requests as f64 / messages as f64;
+        assert!(
+            (1.1..1.6).contains(&ratio),
+            "{what}: {requests} send requests for {messages} messages ({ratio:.2} each)"
+        );
+    }
+    // The healthy provider saw one request per message, and its bot kept its pace.
+    let healthy_requests = healthy
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/version1/messaging"))
+        .count();
+    assert_eq!(healthy_requests, HEALTHY_SMS);
+    let (_, bot) = t.get(ACME_KEY, "/v1/bots/healthy").await;
+    assert_eq!(bot["state"], "running", "{bot}");
+    eprintln!(
+        "healthy half alone {alone:?}, beside the faults {beside_faults:?}; all {all:?}; \
+         {sms_requests} SMS and {wa_requests} WhatsApp send requests"
+    );
+    t.stop().await;
+}
