@@ -33,6 +33,22 @@ fn faults() -> Faults {
     }
 }
 
+/// Submits `body(i)` for each `i`, 16 at a time; every one must be accepted.
+async fn submit(
+    t: &TestGateway,
+    range: std::ops::Range<usize>,
+    body: impl Fn(usize) -> serde_json::Value,
+) {
+    futures::stream::iter(range.map(body))
+        .map(|b| async move {
+            let (s, m) = t.post(ACME_KEY, "/v1/messages", b).await;
+            assert_eq!(s, 202, "{m}");
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+}
+
 #[tokio::test]
 async fn a_fifth_of_sends_failing_delivers_everything_once_with_bounded_retries() {
     let wa = WhatsAppSim::start(WhatsAppConfig {
@@ -85,25 +101,11 @@ async fn a_fifth_of_sends_failing_delivers_everything_once_with_bounded_retries(
     faulty.set_faults(faults());
 
     // The healthy bot's messages alone first, as the baseline of how long they take.
-    let healthy_batch = |offset: usize| {
-        let t = &t;
-        async move {
-            futures::stream::iter(0..HEALTHY_SMS / 2)
-                .map(|i| async move {
-                    let (s, m) = t
-                        .post(
-                            ACME_KEY,
-                            "/v1/messages",
-                            json!({"bot_id": "healthy", "to": {"phone": format!("+2547115{:05}", offset + i)},
-                                   "content": {"type": "text", "text": format!("healthy {}", offset + i)}}),
-                        )
-                        .await;
-                    assert_eq!(s, 202, "{m}");
-                })
-                .buffer_unordered(16)
-                .collect::<Vec<_>>()
-                .await;
-        }
+    let healthy_batch = |range: std::ops::Range<usize>| {
+        submit(&t, range, |i| {
+            json!({"bot_id": "healthy", "to": {"phone": format!("+2547115{i:05}")},
+                   "content": {"type": "text", "text": format!("healthy {i}")}})
+        })
     };
     let wait_sent = |sim: &SmsSim, account: &'static str, n: usize| {
         let sim = sim.clone();
@@ -121,50 +123,26 @@ async fn a_fifth_of_sends_failing_delivers_everything_once_with_bounded_retries(
         }
     };
     let t0 = Instant::now();
-    healthy_batch(0).await;
+    healthy_batch(0..HEALTHY_SMS / 2).await;
     wait_sent(&healthy, HEALTHY_AT, HEALTHY_SMS / 2).await;
     let alone = t0.elapsed();
 
     // Then everything at once: the faulty bots' messages and the healthy bot's second half.
     let t0 = Instant::now();
-    let faulty_sends = futures::stream::iter(0..FAULTY_SMS)
-        .map(|i| {
-            let t = &t;
-            async move {
-                let (s, m) = t
-                    .post(
-                        ACME_KEY,
-                        "/v1/messages",
-                        json!({"bot_id": "faulty", "to": {"phone": format!("+2547116{:05}", i)},
-                               "content": {"type": "text", "text": format!("faulty {i}")}}),
-                    )
-                    .await;
-                assert_eq!(s, 202, "{m}");
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>();
-    let wa_sends = futures::stream::iter(0..WA_MESSAGES)
-        .map(|i| {
-            let t = &t;
-            async move {
-                let (s, m) = t
-                    .post(
-                        ACME_KEY,
-                        "/v1/messages",
-                        json!({"bot_id": "wa", "to": {"phone": format!("+1555{:07}", i)},
-                               "content": {"type": "template", "name": "order_shipped", "language": "en_US"}}),
-                    )
-                    .await;
-                assert_eq!(s, 202, "{m}");
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>();
-    let healthy_started = Instant::now();
-    let (_, _, _) = tokio::join!(faulty_sends, wa_sends, async {
-        healthy_batch(HEALTHY_SMS / 2).await;
+    let faulty_sends = submit(&t, 0..FAULTY_SMS, |i| {
+        json!({"bot_id": "faulty", "to": {"phone": format!("+2547116{i:05}")},
+               "content": {"type": "text", "text": format!("faulty {i}")}})
     });
+    let wa_sends = submit(&t, 0..WA_MESSAGES, |i| {
+        json!({"bot_id": "wa", "to": {"phone": format!("+1555{i:07}")},
+               "content": {"type": "template", "name": "order_shipped", "language": "en_US"}})
+    });
+    let healthy_started = Instant::now();
+    tokio::join!(
+        faulty_sends,
+        wa_sends,
+        healthy_batch(HEALTHY_SMS / 2..HEALTHY_SMS)
+    );
     wait_sent(&healthy, HEALTHY_AT, HEALTHY_SMS).await;
     let beside_faults = healthy_started.elapsed();
     wait_sent(&faulty, FAULTY_AT, FAULTY_SMS).await;
