@@ -582,3 +582,81 @@ async fn webhook_garbage_with_the_right_secret_gets_a_4xx_problem_and_stores_not
     assert!(msgs["items"].as_array().unwrap().is_empty(), "{msgs}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_fifth_of_sends_failing_delivers_each_message_once_with_bounded_retries() {
+    let sim = TelegramSim::start(TelegramConfig::default())
+        .await
+        .expect("simulator starts");
+    sim.add_bot(TOKEN, "test_bot");
+    let t = TestGateway::start(Options {
+        extra_toml: bot_toml(&sim, "webhook", ""),
+        outbox_toml: "max_attempts = 12\nsend_timeout_ms = 500".into(),
+        real_connectors: true,
+        public_url: true,
+        ..Default::default()
+    })
+    .await;
+    t.wait_state(ACME_KEY, "tg", "running", Duration::from_secs(10))
+        .await;
+    const CHATS: i64 = 60;
+    for chat in 0..CHATS {
+        sim.user_message(TOKEN, user(9000 + chat, "hi"));
+    }
+    inbound(&t, CHATS as usize).await;
+    sim.set_faults(Faults {
+        error_rate: 0.12,
+        timeout_rate: 0.03,
+        drop_rate: 0.05,
+        ..Faults::default()
+    });
+    futures::stream::iter(0..2 * CHATS)
+        .map(|i| {
+            let t = &t;
+            async move {
+                send(
+                    t,
+                    json!({"bot_id": "tg", "to": {"chat_id": 9000 + i % CHATS},
+                           "content": {"type": "text", "text": format!("m{i}")}}),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let started = std::time::Instant::now();
+    while sim.sent(TOKEN).len() < 2 * CHATS as usize {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} of {} sent",
+            sim.sent(TOKEN).len(),
+            2 * CHATS
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = sim.sent(TOKEN);
+    let mut texts: Vec<String> = sent.iter().filter_map(|m| m.text.clone()).collect();
+    texts.sort();
+    texts.dedup();
+    assert_eq!(texts.len(), sent.len(), "a message sent twice");
+    assert_eq!(sent.len(), 2 * CHATS as usize);
+    let requests = sim
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.api_method
+                .as_deref()
+                .is_some_and(|m| m.eq_ignore_ascii_case("sendMessage"))
+        })
+        .count();
+    let ratio = requests as f64 / sent.len() as f64;
+    assert!(
+        (1.05..1.6).contains(&ratio),
+        "{requests} sendMessage requests for {} messages",
+        sent.len()
+    );
+    eprintln!("{requests} sendMessage requests in {:?}", started.elapsed());
+    t.stop().await;
+}
