@@ -509,3 +509,78 @@ async fn a_global_429_is_waited_out_not_hammered() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_fifth_of_sends_failing_delivers_each_message_once_in_order() {
+    let sim = DiscordSim::start(DiscordConfig {
+        channel_bucket: Rate::new(10, Duration::from_secs(1), 10),
+        ..DiscordConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    sim.add_bot(TOKEN, "switchbot");
+    sim.add_guild_channel(GUILD, GENERAL, "general");
+    let channels: Vec<String> = (0..10).map(|i| format!("4200000000000000{i:02}")).collect();
+    for (i, c) in channels.iter().enumerate() {
+        sim.add_guild_channel(GUILD, c, &format!("room-{i}"));
+    }
+    let t = TestGateway::start(Options {
+        extra_toml: format!(
+            "[[bots]]\nid = \"dc\"\ntenant = \"acme\"\nplatform = \"discord\"\ntoken = \"{TOKEN}\"\napi_base = \"{}\"\n",
+            sim.base_url()
+        ),
+        outbox_toml: "max_attempts = 12\nsend_timeout_ms = 500".into(),
+        real_connectors: true,
+        ..Default::default()
+    })
+    .await;
+    t.wait_state(ACME_KEY, "dc", "running", Duration::from_secs(15))
+        .await;
+    sim.set_faults(switchboard_sim::framework::Faults {
+        error_rate: 0.12,
+        timeout_rate: 0.03,
+        drop_rate: 0.05,
+        ..Default::default()
+    });
+    for n in 0..200 {
+        let (status, body) = t
+            .post(
+                ACME_KEY,
+                "/v1/messages",
+                json!({"bot_id": "dc", "to": {"chat_id": channels[n % 10]},
+                       "content": {"type": "text", "text": format!("message {n}")}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let all_sent = || channels.iter().map(|c| sim.sent(c).len()).sum::<usize>() >= 200;
+    wait_for("200 messages sent", Duration::from_secs(60), all_sent).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for c in &channels {
+        let order: Vec<usize> = sim
+            .sent(c)
+            .iter()
+            .map(|s| {
+                s.body["content"].as_str().unwrap()["message ".len()..]
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        let mut once = order.clone();
+        once.sort();
+        once.dedup();
+        assert_eq!(order, once, "each message once, in order, in {c}");
+        assert_eq!(order.len(), 20);
+    }
+    let requests = sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/messages"))
+        .count();
+    let ratio = requests as f64 / 200.0;
+    assert!(
+        (1.05..1.6).contains(&ratio),
+        "{requests} message requests for 200 messages"
+    );
+    t.stop().await;
+}
