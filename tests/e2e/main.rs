@@ -12,6 +12,7 @@ mod feed;
 mod ingress;
 mod secrets;
 mod sms;
+mod store_faults;
 mod supervisor;
 mod telegram;
 mod tenancy;
