@@ -11,10 +11,12 @@
 //!     switchboard-bench import [--rows 100000 --store sqlite|postgres]
 //!     switchboard-bench broadcast [--recipients 100000 --store sqlite|postgres]
 //!     switchboard-bench stats [--messages 1000000 --store sqlite|postgres]
+//!     switchboard-bench bots [--bots 1000]
 //!
 //! The gateway and the simulator run in this process (the CPU column is the whole process).
 
 mod admin;
+mod bots;
 mod discord;
 mod harness;
 mod scenarios;
@@ -123,6 +125,11 @@ enum Scenario {
         #[arg(long, default_value = "sqlite")]
         store: String,
     },
+    /// Many bots in one process: time until all are running, peak RSS (vs one bot).
+    Bots {
+        #[arg(long, default_value_t = 1000)]
+        bots: usize,
+    },
     /// GET /v1/stats over many stored messages (vs GET /healthz).
     Stats {
         #[arg(long, default_value_t = 1_000_000)]
@@ -148,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Import { rows, store } => admin::import(rows, &store).await,
         Scenario::Broadcast { recipients, store } => admin::broadcast(recipients, &store).await,
         Scenario::Stats { messages, store } => admin::stats(messages, &store).await,
+        Scenario::Bots { bots } => bots::bots(bots).await,
         Scenario::PacingTelegram {
             messages,
             chats,
