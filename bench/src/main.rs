@@ -12,12 +12,14 @@
 //!     switchboard-bench broadcast [--recipients 100000 --store sqlite|postgres]
 //!     switchboard-bench stats [--messages 1000000 --store sqlite|postgres]
 //!     switchboard-bench bots [--bots 1000]
+//!     switchboard-bench feed [--clients 1000 --messages 5000 --rate 1000]
 //!
 //! The gateway and the simulator run in this process (the CPU column is the whole process).
 
 mod admin;
 mod bots;
 mod discord;
+mod feed;
 mod harness;
 mod scenarios;
 mod sms;
@@ -125,6 +127,15 @@ enum Scenario {
         #[arg(long, default_value = "sqlite")]
         store: String,
     },
+    /// The WebSocket feed: many clients while inbound messages arrive (vs one client).
+    Feed {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 5000)]
+        messages: usize,
+        #[arg(long, default_value_t = 1000)]
+        rate: usize,
+    },
     /// Many bots in one process: time until all are running, peak RSS (vs one bot).
     Bots {
         #[arg(long, default_value_t = 1000)]
@@ -156,6 +167,11 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Broadcast { recipients, store } => admin::broadcast(recipients, &store).await,
         Scenario::Stats { messages, store } => admin::stats(messages, &store).await,
         Scenario::Bots { bots } => bots::bots(bots).await,
+        Scenario::Feed {
+            clients,
+            messages,
+            rate,
+        } => feed::feed(clients, messages, rate).await,
         Scenario::PacingTelegram {
             messages,
             chats,
