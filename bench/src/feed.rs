@@ -36,7 +36,10 @@ async fn run(clients: usize, messages: usize, rate: usize) -> anyhow::Result<Out
     .await?;
     let started = Instant::now();
     while g.gateway.supervisor.connector("sms").is_none() {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(10), "bot not running");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "bot not running"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let ws_url = format!(
@@ -113,7 +116,11 @@ async fn run(clients: usize, messages: usize, rate: usize) -> anyhow::Result<Out
     }
     let cpu = cpu_seconds() - cpu0;
     all.sort();
-    let pct = |p: f64| all.get(((all.len() as f64 - 1.0) * p) as usize).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
     let out = Outcome {
         p50: pct(0.50),
         p99: pct(0.99),
@@ -129,7 +136,9 @@ async fn run(clients: usize, messages: usize, rate: usize) -> anyhow::Result<Out
 pub async fn feed(clients: usize, messages: usize, rate: usize) -> anyhow::Result<()> {
     let one = run(1, messages, rate).await?;
     let many = run(clients, messages, rate).await?;
-    println!("scenario: feed  clients={clients} messages={messages} rate={rate}/s (inbound SMS webhooks, SQLite FULL)");
+    println!(
+        "scenario: feed  clients={clients} messages={messages} rate={rate}/s (inbound SMS webhooks, SQLite FULL)"
+    );
     println!("| clients | p50 | p99 | max | missed (client x message) | CPU s | peak RSS MiB |");
     println!("|---|---|---|---|---|---|---|");
     for (n, o) in [(1, &one), (clients, &many)] {
