@@ -103,7 +103,7 @@ impl BatchCache {
                     " FROM messages WHERE id IN ("
                 ),
             );
-            in_list(&mut q, chunk);
+            q.in_list(chunk.iter().map(|v| (*v).to_owned()));
             let rows: Vec<MessageRow> = sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
                 .fetch_all(&mut *tx)
                 .await?;
@@ -124,7 +124,7 @@ impl BatchCache {
                 &*tx,
                 "SELECT DISTINCT external_id FROM status_reports WHERE message_id IS NULL AND external_id IN (",
             );
-            in_list(&mut q, chunk);
+            q.in_list(chunk.iter().map(|v| (*v).to_owned()));
             let waiting: Vec<(String,)> = sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
                 .fetch_all(&mut *tx)
                 .await?;
@@ -368,21 +368,10 @@ impl BatchCache {
     }
 }
 
-/// `$a, $b, ...)` for the values.
-fn in_list(q: &mut super::sql::Sql, values: &[&str]) {
-    for (i, v) in values.iter().enumerate() {
-        if i > 0 {
-            q.push(", ");
-        }
-        q.bind((*v).to_owned());
-    }
-    q.push(")");
-}
-
 /// `(key, value)` rows of `head` (a query ending in `WHERE <scope column> = `) for `scope`
 /// and `column IN keys`, one statement per chunk of keys; every key maps to its value, or
 /// to `None` when no row has it.
-async fn pairs_in(
+pub(super) async fn pairs_in(
     tx: &mut Conn,
     head: &str,
     scope: &str,
@@ -398,7 +387,7 @@ async fn pairs_in(
             .push(" AND ")
             .push(column)
             .push(" IN (");
-        in_list(&mut q, chunk);
+        q.in_list(chunk.iter().map(|v| (*v).to_owned()));
         let found: HashMap<String, String> =
             sqlx::query_as_with::<_, (String, String), _>(sqlx::AssertSqlSafe(q.text), q.args)
                 .fetch_all(&mut *tx)
@@ -442,7 +431,7 @@ pub(super) async fn conversations_in(
             ),
         );
         q.bind(bot.to_owned()).push(" AND external_chat_id IN (");
-        in_list(&mut q, chunk);
+        q.in_list(chunk.iter().map(|v| (*v).to_owned()));
         let rows: Vec<ConversationRow> = sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
             .fetch_all(&mut *tx)
             .await?;
@@ -469,7 +458,7 @@ pub(super) async fn write_conversations(
              contact_id, last_message_at, created_at, last_inbound_at) VALUES ",
         );
         for (i, c) in chunk.iter().enumerate() {
-            q.push(if i == 0 { "(" } else { ", (" });
+            q.row(i);
             q.bind(c.id.clone()).push(", ");
             q.bind(c.tenant.clone()).push(", ");
             q.bind(c.bot_id.clone()).push(", ");

@@ -154,15 +154,14 @@ impl Store {
             i64,
             Option<i64>,
         );
-        let rows: Vec<Tally> =
-            sqlx::query_as(
-                "SELECT r.skip_reason, m.status, m.cost, COUNT(*), CAST(SUM(m.segments) AS BIGINT) \
+        let rows: Vec<Tally> = sqlx::query_as(
+            "SELECT r.skip_reason, m.status, m.cost, COUNT(*), CAST(SUM(m.segments) AS BIGINT) \
                  FROM broadcast_recipients r LEFT JOIN messages m ON m.id = r.message_id \
-                 WHERE r.broadcast_id = $1 GROUP BY r.skip_reason IS NULL, m.status, m.cost, r.skip_reason",
-            )
-            .bind(&row.id)
-            .fetch_all(&self.pool)
-            .await?;
+                 WHERE r.broadcast_id = $1 GROUP BY r.skip_reason, m.status, m.cost",
+        )
+        .bind(&row.id)
+        .fetch_all(&self.pool)
+        .await?;
         let mut counts = BroadcastCounts::default();
         let (mut segments, mut costs) = (0u64, Vec::new());
         for (skip, status, cost, n, segs) in rows {
@@ -317,7 +316,10 @@ impl Store {
         contacts: &[String],
     ) -> Result<Vec<RecipientSnapshot>, StoreError> {
         let tenant = &bot.tenant;
-        let rows: Vec<(String, Option<String>, Option<String>)> = match group {
+        // (contact, name, phone, its id on the bot), read with the audience: only these
+        // contacts' identities, through the contact index.
+        type Row = (String, Option<String>, Option<String>, Option<String>);
+        let rows: Vec<Row> = match group {
             Some(g) => {
                 let found: Option<(String,)> = sqlx::query_as(
                     "SELECT id FROM contact_groups WHERE id = $1 AND tenant_id = $2",
@@ -332,29 +334,30 @@ impl Store {
                     )));
                 }
                 sqlx::query_as(
-                    "SELECT c.id, c.name, c.phone FROM group_members m JOIN contacts c ON c.id = m.contact_id \
+                    "SELECT c.id, c.name, c.phone, (SELECT MIN(i.external_id) FROM contact_identities i \
+                     WHERE i.contact_id = c.id AND i.bot_id = $2) \
+                     FROM group_members m JOIN contacts c ON c.id = m.contact_id \
                      WHERE m.group_id = $1 ORDER BY m.added_at, c.id",
                 )
                 .bind(g)
+                .bind(&bot.id)
                 .fetch_all(&self.pool)
                 .await?
             }
             None => {
                 let mut by_id = HashMap::new();
                 for chunk in contacts.chunks(500) {
-                    let mut q = Sql::new("SELECT id, name, phone FROM contacts WHERE tenant_id = ");
-                    q.bind(tenant.clone()).push(" AND id IN (");
-                    for (i, c) in chunk.iter().enumerate() {
-                        if i > 0 {
-                            q.push(", ");
-                        }
-                        q.bind(c.clone());
-                    }
-                    q.push(")");
-                    let found: Vec<(String, Option<String>, Option<String>)> =
-                        sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
-                            .fetch_all(&self.pool)
-                            .await?;
+                    let mut q = Sql::new(
+                        "SELECT c.id, c.name, c.phone, (SELECT MIN(i.external_id) FROM contact_identities i \
+                         WHERE i.contact_id = c.id AND i.bot_id = ",
+                    );
+                    q.bind(bot.id.clone())
+                        .push(") FROM contacts c WHERE c.tenant_id = ");
+                    q.bind(tenant.clone()).push(" AND c.id IN (");
+                    q.in_list(chunk.iter().cloned());
+                    let found: Vec<Row> = sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
+                        .fetch_all(&self.pool)
+                        .await?;
                     for r in found {
                         by_id.insert(r.0.clone(), r);
                     }
@@ -372,21 +375,11 @@ impl Store {
                 rows
             }
         };
-        let identities: Vec<(String, String)> = sqlx::query_as(
-            "SELECT contact_id, external_id FROM contact_identities WHERE bot_id = $1",
-        )
-        .bind(&bot.id)
-        .fetch_all(&self.pool)
-        .await?;
-        let identities: HashMap<String, String> = identities.into_iter().collect();
         let by_phone = matches!(bot.platform, Platform::Sms | Platform::Whatsapp);
         Ok(rows
             .into_iter()
-            .map(|(id, name, phone)| {
-                let chat = identities
-                    .get(&id)
-                    .cloned()
-                    .or_else(|| phone.clone().filter(|_| by_phone));
+            .map(|(id, name, phone, identity)| {
+                let chat = identity.or_else(|| phone.clone().filter(|_| by_phone));
                 let skip_reason = chat.is_none().then(|| {
                     if by_phone {
                         "the contact has no phone number".to_owned()
@@ -475,7 +468,7 @@ pub(super) async fn create(tx: &mut Conn, b: &NewBroadcast) -> Result<Output, St
             "INSERT INTO broadcast_recipients (broadcast_id, position, contact_id, name, phone, chat, skip_reason, message_id) VALUES ",
         );
         for (i, r) in chunk.iter().enumerate() {
-            q.push(if i == 0 { "(" } else { ", (" });
+            q.row(i);
             q.bind(id.clone()).push(", ");
             q.bind((n * RECIPIENTS_PER_INSERT + i) as i64).push(", ");
             q.bind(r.contact_id.clone()).push(", ");
@@ -501,6 +494,28 @@ async fn load(tx: &mut Conn, tenant: Option<&str>, id: &str) -> Result<Broadcast
     .fetch_optional(&mut *tx)
     .await?;
     row.ok_or(StoreError::NotFound)
+}
+
+/// Moves a broadcast to `status`: `finished_at` is set for `completed` and `cancelled`,
+/// cleared otherwise.
+async fn set_status(
+    tx: &mut Conn,
+    row: &mut BroadcastRow,
+    status: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let finished = matches!(status, "completed" | "cancelled").then_some(now);
+    sqlx::query(
+        "UPDATE broadcasts SET status = $1, finished_at = $2, updated_at = $3 WHERE id = $4",
+    )
+    .bind(status)
+    .bind(finished)
+    .bind(now)
+    .bind(&row.id)
+    .execute(&mut *tx)
+    .await?;
+    row.status = status.to_owned();
+    Ok(())
 }
 
 fn progress_event(row: &BroadcastRow, extra: serde_json::Value) -> PendingEvent {
@@ -592,14 +607,7 @@ pub(super) async fn cancel(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    sqlx::query(
-        "UPDATE broadcasts SET status = 'cancelled', finished_at = $1, updated_at = $1 WHERE id = $2",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    row.status = "cancelled".into();
+    set_status(tx, &mut row, "cancelled", now).await?;
     ev.push(progress_event(
         &row,
         serde_json::json!({"cancelled_messages": stopped}),
@@ -703,13 +711,7 @@ async fn fan_out(
             q.bind(reason.clone())
                 .push(", message_id = NULL WHERE broadcast_id = ");
             q.bind(row.id.clone()).push(" AND position IN (");
-            for (i, p) in chunk.iter().enumerate() {
-                if i > 0 {
-                    q.push(", ");
-                }
-                q.bind(*p);
-            }
-            q.push(")");
+            q.in_list(chunk.iter().copied());
             sqlx::query_with::<sqlx::any::Any, _>(sqlx::AssertSqlSafe(q.text), q.args)
                 .execute(&mut *tx)
                 .await?;
@@ -798,26 +800,28 @@ pub(super) async fn resend_failed(
         .into_iter()
         .map(|(p, contact, chat)| (p, contact, chat, new_id()))
         .collect();
-    for (position, _, _, message_id) in &recipients {
-        sqlx::query(
-            "UPDATE broadcast_recipients SET message_id = $1 WHERE broadcast_id = $2 AND position = $3",
-        )
-        .bind(message_id)
-        .bind(id)
-        .bind(*position)
-        .execute(&mut *tx)
-        .await?;
+    // The recipients point at their new messages (one multi-row upsert on the key).
+    for chunk in recipients.chunks(RECIPIENTS_PER_INSERT) {
+        let mut q = Sql::on(
+            tx,
+            "INSERT INTO broadcast_recipients (broadcast_id, position, contact_id, message_id) VALUES ",
+        );
+        for (i, (position, contact, _, message_id)) in chunk.iter().enumerate() {
+            q.row(i);
+            q.bind(id.to_owned()).push(", ");
+            q.bind(*position).push(", ");
+            q.bind(contact.clone()).push(", ");
+            q.bind(message_id.clone()).push(")");
+        }
+        q.push(
+            " ON CONFLICT (broadcast_id, position) DO UPDATE SET message_id = excluded.message_id",
+        );
+        sqlx::query_with::<sqlx::any::Any, _>(sqlx::AssertSqlSafe(q.text), q.args)
+            .execute(&mut *tx)
+            .await?;
     }
     let (entries, _) = fan_out(tx, bot, &row, recipients, None).await?;
-    let now = now_micros();
-    sqlx::query(
-        "UPDATE broadcasts SET status = 'sending', finished_at = NULL, updated_at = $1 WHERE id = $2",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    row.status = "sending".into();
+    set_status(tx, &mut row, "sending", now_micros()).await?;
     ev.push(progress_event(
         &row,
         serde_json::json!({"resent": entries.len()}),
@@ -848,15 +852,7 @@ pub(super) async fn finish_if_done(
     .await?;
     let done = waiting.0 == 0;
     if done {
-        let now = now_micros();
-        sqlx::query(
-            "UPDATE broadcasts SET status = 'completed', finished_at = $1, updated_at = $1 WHERE id = $2",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        row.status = "completed".into();
+        set_status(tx, &mut row, "completed", now_micros()).await?;
     }
     ev.push(progress_event(
         &row,

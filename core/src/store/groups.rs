@@ -228,7 +228,7 @@ pub(super) async fn insert_members(
             "INSERT INTO group_members (group_id, contact_id, added_at) VALUES ",
         );
         for (i, contact) in chunk.iter().enumerate() {
-            q.push(if i == 0 { "(" } else { ", (" });
+            q.row(i);
             q.bind(group.to_owned()).push(", ");
             q.bind(contact.clone()).push(", ");
             q.bind(now).push(")");

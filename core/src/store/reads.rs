@@ -307,13 +307,7 @@ impl Store {
         q.bind(tenant.to_string()).push(" AND seq > ").bind(since);
         if let Some(types) = types.filter(|t| !t.is_empty()) {
             q.push(" AND type IN (");
-            for (i, t) in types.iter().enumerate() {
-                if i > 0 {
-                    q.push(", ");
-                }
-                q.bind(t.clone());
-            }
-            q.push(")");
+            q.in_list(types.iter().cloned());
         }
         q.and_eq("bot_id", bot.map(str::to_string));
         q.push(" ORDER BY seq LIMIT ")
@@ -465,13 +459,8 @@ impl Store {
             let mut sql = Sql::new(
                 "SELECT contact_id, bot_id, platform, external_id FROM contact_identities WHERE contact_id IN (",
             );
-            for (i, id) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.bind(id.clone());
-            }
-            sql.push(") ORDER BY contact_id, bot_id");
+            sql.in_list(chunk.iter().cloned());
+            sql.push(" ORDER BY contact_id, bot_id");
             let rows: Vec<IdentityRow> =
                 sqlx::query_as_with::<Any, IdentityRow, _>(sqlx::AssertSqlSafe(sql.text), sql.args)
                     .fetch_all(&self.pool)
@@ -496,13 +485,7 @@ impl Store {
         for chunk in phones.chunks(200) {
             let mut sql = Sql::new("SELECT phone FROM contacts WHERE tenant_id = ");
             sql.bind(tenant.to_owned()).push(" AND phone IN (");
-            for (i, p) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.bind(p.clone());
-            }
-            sql.push(")");
+            sql.in_list(chunk.iter().cloned());
             let rows: Vec<(String,)> =
                 sqlx::query_as_with::<Any, (String,), _>(sqlx::AssertSqlSafe(sql.text), sql.args)
                     .fetch_all(&self.pool)

@@ -57,6 +57,26 @@ impl Sql {
         self
     }
 
+    /// Binds each value, comma-separated, and closes the list: `$a, $b, ...)` after an
+    /// `IN (` the caller wrote.
+    pub fn in_list<T>(&mut self, values: impl IntoIterator<Item = T>) -> &mut Self
+    where
+        T: for<'q> sqlx::Encode<'q, Any> + sqlx::Type<Any> + Send + 'static,
+    {
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.bind(v);
+        }
+        self.push(")")
+    }
+
+    /// Opens row `i` of a multi-row `VALUES` list: `(`, or `, (` after the first.
+    pub fn row(&mut self, i: usize) -> &mut Self {
+        self.push(if i == 0 { "(" } else { ", (" })
+    }
+
     /// ` AND <col> = $n` when `value` is set.
     pub fn and_eq<T>(&mut self, col: &str, value: Option<T>) -> &mut Self
     where

@@ -96,25 +96,18 @@ pub(super) async fn bulk_contacts(
     tenant: &str,
     items: &[NewContact],
 ) -> Result<BulkOutcome, StoreError> {
-    let mut owners: std::collections::HashMap<String, String> = Default::default();
     let phones: Vec<&str> = items.iter().filter_map(|c| c.phone.as_deref()).collect();
-    for chunk in phones.chunks(500) {
-        let mut q = super::sql::Sql::on(tx, "SELECT id, phone FROM contacts WHERE tenant_id = ");
-        q.bind(tenant.to_owned()).push(" AND phone IN (");
-        for (i, p) in chunk.iter().enumerate() {
-            if i > 0 {
-                q.push(", ");
-            }
-            q.bind((*p).to_owned());
-        }
-        q.push(")");
-        let found: Vec<(String, String)> = sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
-            .fetch_all(&mut *tx)
-            .await?;
-        for (id, phone) in found {
-            owners.insert(phone, id);
-        }
-    }
+    let mut owners: std::collections::HashMap<String, String> = super::batch::pairs_in(
+        tx,
+        "SELECT phone, id FROM contacts WHERE tenant_id = ",
+        tenant,
+        "phone",
+        phones,
+    )
+    .await?
+    .into_iter()
+    .filter_map(|(phone, id)| Some((phone, id?)))
+    .collect();
     let mut out = BulkOutcome::default();
     let mut new: Vec<(String, &NewContact)> = Vec::new();
     for (i, c) in items.iter().enumerate() {
@@ -138,7 +131,7 @@ pub(super) async fn bulk_contacts(
             "INSERT INTO contacts (id, tenant_id, name, phone, tags, attributes, created_at, updated_at) VALUES ",
         );
         for (i, (id, c)) in chunk.iter().enumerate() {
-            q.push(if i == 0 { "(" } else { ", (" });
+            q.row(i);
             q.bind(id.clone()).push(", ");
             q.bind(tenant.to_owned()).push(", ");
             q.bind(c.name.clone()).push(", ");

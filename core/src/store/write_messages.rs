@@ -143,7 +143,7 @@ async fn write_messages(
              status_history, segments, cost) VALUES ",
         );
         for (i, (m, dedup_key)) in chunk.iter().enumerate() {
-            q.push(if i == 0 { "(" } else { ", (" });
+            q.row(i);
             q.bind(m.id.clone()).push(", ");
             q.bind(m.tenant.clone()).push(", ");
             q.bind(m.bot_id.clone()).push(", ");

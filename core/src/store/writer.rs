@@ -500,7 +500,7 @@ async fn apply_batch(
             "INSERT INTO events (tenant_id, seq, type, bot_id, at, data) VALUES ",
         );
         for (i, e) in chunk.iter().enumerate() {
-            q.push(if i == 0 { "(" } else { ", (" });
+            q.row(i);
             q.bind(e.tenant.clone()).push(", ");
             q.bind(e.seq).push(", ");
             q.bind(e.kind.clone()).push(", ");
@@ -526,13 +526,7 @@ async fn apply_batch(
     for chunk in touched.chunks(EVENTS_PER_INSERT) {
         let mut q = super::sql::Sql::on(&tx, "UPDATE conversations SET last_message_at = ");
         q.bind(now).push(" WHERE id IN (");
-        for (i, id) in chunk.iter().enumerate() {
-            if i > 0 {
-                q.push(", ");
-            }
-            q.bind((*id).clone());
-        }
-        q.push(")");
+        q.in_list(chunk.iter().map(|id| (*id).clone()));
         sqlx::query_with::<sqlx::any::Any, _>(sqlx::AssertSqlSafe(q.text), q.args)
             .execute(&mut *tx)
             .await?;
@@ -577,7 +571,7 @@ async fn tally(tx: &mut Conn, published: &[Arc<Event>]) -> Result<(), StoreError
             "INSERT INTO message_tallies (tenant_id, bot_id, bucket, received, sent, failed) VALUES ",
         );
         for (i, ((tenant, bot, bucket), [received, sent, failed])) in chunk.iter().enumerate() {
-            q.push(if i == 0 { "(" } else { ", (" });
+            q.row(i);
             q.bind((*tenant).to_owned()).push(", ");
             q.bind((*bot).to_owned()).push(", ");
             q.bind(*bucket).push(", ");

@@ -39,13 +39,7 @@ pub struct CreateBroadcast {
 }
 
 fn title(raw: &str) -> Result<String, ApiError> {
-    let t = raw.trim();
-    if t.is_empty() || t.chars().count() > 200 {
-        return Err(ApiError::unprocessable(
-            "title: must be 1 to 200 characters",
-        ));
-    }
-    Ok(t.to_owned())
+    super::label("title", raw)
 }
 
 fn scheduled(raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {

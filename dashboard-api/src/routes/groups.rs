@@ -22,11 +22,7 @@ pub struct GroupBody {
 }
 
 fn name(raw: &str) -> Result<String, ApiError> {
-    let name = raw.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::unprocessable("name: must be 1 to 200 characters"));
-    }
-    Ok(name.to_owned())
+    super::label("name", raw)
 }
 
 #[utoipa::path(get, path = "/v1/groups", tag = "groups", params(Pagination),

@@ -132,6 +132,17 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// A short label (a name, a title): trimmed, 1 to 200 characters, else 422 naming `field`.
+pub fn label(field: &str, raw: &str) -> Result<String, ApiError> {
+    let t = raw.trim();
+    if t.is_empty() || t.chars().count() > 200 {
+        return Err(ApiError::unprocessable(format!(
+            "{field}: must be 1 to 200 characters"
+        )));
+    }
+    Ok(t.to_owned())
+}
+
 /// Parses an RFC 3339 timestamp query parameter, naming it when it is wrong.
 pub fn parse_time(
     name: &str,

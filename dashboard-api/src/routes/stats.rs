@@ -31,31 +31,28 @@ pub async fn stats(State(s): State<ApiState>, caller: Caller) -> Result<Json<Sta
         let control = s.control.clone();
         async move {
             let read = tokio::time::timeout(BALANCE_WAIT, control.balance(bot)).await;
-            match read {
-                Ok(Ok(b)) => BotBalance {
-                    bot_id: bot.id.clone(),
-                    amount: Some(b.amount),
-                    currency: Some(b.currency),
-                    checked_at: Some(b.checked_at),
-                    error: None,
-                },
-                Ok(Err(e)) => BotBalance {
-                    bot_id: bot.id.clone(),
-                    amount: None,
-                    currency: None,
-                    checked_at: None,
-                    error: Some(e.detail),
-                },
-                Err(_) => BotBalance {
-                    bot_id: bot.id.clone(),
-                    amount: None,
-                    currency: None,
-                    checked_at: None,
-                    error: Some(format!(
-                        "the provider did not answer within {} s",
-                        BALANCE_WAIT.as_secs()
-                    )),
-                },
+            let error = match read {
+                Ok(Ok(b)) => {
+                    return BotBalance {
+                        bot_id: bot.id.clone(),
+                        amount: Some(b.amount),
+                        currency: Some(b.currency),
+                        checked_at: Some(b.checked_at),
+                        error: None,
+                    };
+                }
+                Ok(Err(e)) => e.detail,
+                Err(_) => format!(
+                    "the provider did not answer within {} s",
+                    BALANCE_WAIT.as_secs()
+                ),
+            };
+            BotBalance {
+                bot_id: bot.id.clone(),
+                amount: None,
+                currency: None,
+                checked_at: None,
+                error: Some(error),
             }
         }
     });
