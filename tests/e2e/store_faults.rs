@@ -1,4 +1,4 @@
-//! PostgreSQL restarted under traffic: the gateway reports not-ready while the database is
+//! PostgreSQL stopped and started under traffic: the gateway reports not-ready while the database is
 //! gone, refuses what it cannot store (503, nothing half-written), and recovers by itself;
 //! every message it accepted is sent.
 //!
@@ -16,7 +16,8 @@ use switchboard_sim::sms::{Provider, SmsConfig, SmsSim};
 const AT_USER: &str = "acme-at";
 const AT_KEY: &str = "atsk_0123456789abcdef";
 
-fn restart_postgres() {
+/// `pg_ctlcluster <version> main <action>` (`stop` or `start`).
+fn postgres(action: &str) {
     let version = std::fs::read_dir("/etc/postgresql")
         .expect("a Debian PostgreSQL cluster")
         .filter_map(|e| e.ok())
@@ -28,13 +29,13 @@ fn restart_postgres() {
             "--skip-systemctl-redirect",
             &version,
             "main",
-            "restart",
+            action,
             "-m",
             "fast",
         ])
         .status()
         .expect("pg_ctlcluster runs");
-    assert!(status.success(), "pg_ctlcluster restart: {status}");
+    assert!(status.success(), "pg_ctlcluster {action}: {status}");
 }
 
 #[tokio::test]
@@ -113,7 +114,9 @@ async fn a_postgres_restart_under_traffic_loses_nothing_accepted() {
     };
     assert_eq!(ready(&t).await, 200);
     // Stop the server and watch the gateway notice; then start it again.
-    let restart = tokio::task::spawn_blocking(restart_postgres);
+    tokio::task::spawn_blocking(|| postgres("stop"))
+        .await
+        .unwrap();
     let started = Instant::now();
     let mut saw_not_ready = false;
     while started.elapsed() < Duration::from_secs(20) {
@@ -123,7 +126,9 @@ async fn a_postgres_restart_under_traffic_loses_nothing_accepted() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    restart.await.unwrap();
+    tokio::task::spawn_blocking(|| postgres("start"))
+        .await
+        .unwrap();
     let started = Instant::now();
     while ready(&t).await != 200 {
         assert!(

@@ -44,6 +44,9 @@ use crate::secret::Sealed;
 
 pub use writer::{WriterConfig, WriterStats};
 
+/// How long a readiness ping may wait for the database.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Which SQL dialect the store speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -341,8 +344,16 @@ impl Store {
 
     /// Readiness: the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        // Bounded: while the database is away the pool keeps reconnecting until its acquire
+        // timeout, and a readiness probe must say so now, not once it is back.
+        match tokio::time::timeout(PING_TIMEOUT, sqlx::query("SELECT 1").execute(&self.pool)).await
+        {
+            Ok(r) => r.map(|_| ()).map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the database did not answer within {} ms",
+                PING_TIMEOUT.as_millis()
+            ))),
+        }
     }
 
     /// A bot as it was at most a second ago, for the send path (`POST /v1/messages`), which
