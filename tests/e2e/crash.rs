@@ -53,7 +53,7 @@ struct ChildGateway {
 }
 
 impl ChildGateway {
-    async fn start(sim: &SmsSim) -> ChildGateway {
+    async fn start(sim: &SmsSim, backend: Backend) -> ChildGateway {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -62,6 +62,10 @@ impl ChildGateway {
             .port();
         let base = format!("http://127.0.0.1:{port}");
         let config = dir.path().join("switchboard.toml");
+        let store_url = match backend {
+            Backend::Sqlite => format!("sqlite://{}/switchboard.db", dir.path().display()),
+            Backend::Postgres => postgres_schema_url().await,
+        };
         std::fs::write(
             &config,
             format!(
@@ -71,7 +75,7 @@ listen = "127.0.0.1:{port}"
 public_url = "{base}"
 tenant_rate_limit = "none"
 [storage]
-url = "sqlite://{store}/switchboard.db"
+url = "{store}"
 [security]
 admin_token = "{ADMIN_TOKEN}"
 master_key = "{master_key}"
@@ -92,7 +96,7 @@ api_key = "{AT_KEY}"
 api_base = "{sim}"
 throughput_per_second = 1500
 "#,
-                store = dir.path().display(),
+                store = store_url,
                 master_key = switchboard_core::secret::Cipher::generate_key(),
                 sim = sim.base_url(),
             ),
@@ -233,12 +237,18 @@ fn simulator_config() -> SmsConfig {
 
 #[tokio::test]
 async fn a_broadcast_killed_mid_way_resumes_after_restart_losing_no_recipient() {
+    for backend in backends() {
+        killed_broadcast(backend).await;
+    }
+}
+
+async fn killed_broadcast(backend: Backend) {
     const RECIPIENTS: usize = 5000;
     let sim = SmsSim::start(simulator_config())
         .await
         .expect("simulator starts");
     sim.add_at_account(AT_USER, AT_KEY, 1e9);
-    let mut g = ChildGateway::start(&sim).await;
+    let mut g = ChildGateway::start(&sim, backend).await;
 
     let contacts: Vec<Value> = (0..RECIPIENTS)
         .map(|i| json!({"phone": format!("+2547111{i:05}")}))
@@ -363,7 +373,7 @@ async fn three_kills_during_mixed_traffic_lose_nothing_accepted() {
         .await
         .expect("simulator starts");
     sim.add_at_account(AT_USER, AT_KEY, 1e9);
-    let mut g = ChildGateway::start(&sim).await;
+    let mut g = ChildGateway::start(&sim, Backend::Sqlite).await;
     // Random moments, reproducible from the printed seed.
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
