@@ -26,6 +26,10 @@ mod sms;
 
 use clap::{Parser, Subcommand};
 
+/// The gateway binary's allocator, so that the figures are the gateway's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "switchboard-bench")]
 struct Cli {

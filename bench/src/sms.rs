@@ -86,6 +86,13 @@ enabled = {enabled}
     }
     let http = client(concurrency);
     let url = format!("{base}/v1/messages");
+    let stats = gateway.store.writer_stats();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let (commits0, writes0, busy0) = (
+        load(&stats.commits),
+        load(&stats.writes),
+        load(&stats.busy_micros),
+    );
     let started = Instant::now();
     let run = if ab {
         let body = json!({
@@ -141,6 +148,15 @@ enabled = {enabled}
         &run,
         delivered,
         peak_rss_mib(),
+    );
+    let (commits, writes) = (
+        load(&stats.commits) - commits0,
+        load(&stats.writes) - writes0,
+    );
+    println!(
+        "store writer: {writes} writes in {commits} commits ({:.1} per commit), busy {:.0}% of the run",
+        writes as f64 / commits.max(1) as f64,
+        (load(&stats.busy_micros) - busy0) as f64 / 1e4 / started.elapsed().as_secs_f64(),
     );
     gateway.shutdown().await;
     sim.shutdown();

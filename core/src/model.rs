@@ -630,8 +630,24 @@ pub struct Event {
     /// The bot the event concerns, if any (used by the feed's `bot` filter).
     #[serde(skip)]
     pub bot_id: Option<String>,
+    /// The event's object, serialized once when the event is written (the log, the feed and
+    /// the webhooks all send it as it is).
     #[schema(value_type = Object)]
-    pub data: serde_json::Value,
+    pub data: Box<serde_json::value::RawValue>,
+}
+
+impl Event {
+    /// The event's object, parsed (for readers that look inside it).
+    pub fn data_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.data.get()).unwrap_or_default()
+    }
+}
+
+/// `value` serialized as an event's data.
+pub fn event_data(value: &impl Serialize) -> Box<serde_json::value::RawValue> {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| {
+        serde_json::value::RawValue::from_string("null".to_owned()).unwrap_or_default()
+    })
 }
 
 #[cfg(test)]

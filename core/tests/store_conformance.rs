@@ -171,7 +171,7 @@ async fn inbound_message_creates_contact_conversation_message_and_event() {
             b.name
         );
         assert_eq!(events[1].seq, 2);
-        assert_eq!(events[1].data["id"], id.as_str());
+        assert_eq!(events[1].data_value()["id"], id.as_str());
     }
 }
 
@@ -421,7 +421,7 @@ async fn outbound_transitions_record_history_and_events() {
             .await
             .unwrap();
         assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].data["external_id"], "555");
+        assert_eq!(sent[0].data_value()["external_id"], "555");
         // Delivery reports move it forward, once each; an unknown id is kept unmatched.
         let report = |st| {
             InboundEvent::Status(StatusReport {
@@ -603,7 +603,7 @@ async fn bot_credentials_are_stored_sealed_and_state_changes_are_events() {
             .await
             .unwrap();
         assert_eq!(ev[0].kind, "bot.state");
-        assert_eq!(ev[0].data["state"], "failed");
+        assert_eq!(ev[0].data_value()["state"], "failed");
         // Changing the platform of an existing bot is refused.
         let err = s
             .upsert_bot(BotWrite {

@@ -329,10 +329,11 @@ async fn echo_replies(
         if e.kind != event_type::MESSAGE_RECEIVED {
             continue;
         }
+        let data = e.data_value();
         let (Some(conversation), Some(id), Some(text)) = (
-            e.data["conversation_id"].as_str(),
-            e.data["id"].as_str(),
-            e.data["content"]["text"].as_str(),
+            data["conversation_id"].as_str(),
+            data["id"].as_str(),
+            data["content"]["text"].as_str(),
         ) else {
             continue;
         };

@@ -7,6 +7,9 @@ use clap::{Parser, Subcommand};
 use switchboard_gateway::config::{self, Config, ProcessEnv};
 use switchboard_gateway::{Gateway, telemetry};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "Multi-platform bot gateway")]
 struct Cli {

@@ -533,7 +533,7 @@ fn progress_event(row: &BroadcastRow, extra: serde_json::Value) -> PendingEvent 
         tenant: row.tenant_id.clone(),
         kind: et::BROADCAST_PROGRESS,
         bot_id: Some(row.bot_id.clone()),
-        data,
+        data: event_data(&data),
     }
 }
 

@@ -207,7 +207,9 @@ pub struct Store {
     events: broadcast::Sender<Arc<Event>>,
     enqueued: std::sync::Mutex<Option<mpsc::UnboundedReceiver<OutboxEntry>>>,
     stats: Arc<WriterStats>,
-    writer_done: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Completed when the writer's thread has committed its last batch and closed its
+    /// connection.
+    writer_done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
     /// Bots read for the send path in the last second (see `get_bot_recent`).
     recent_bots:
         std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Arc<Bot>)>>,
@@ -225,6 +227,29 @@ impl std::fmt::Debug for Store {
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
+/// The pool settings of both the readers' pool and the writer's connection (SQLite: WAL,
+/// the configured `synchronous`, a busy timeout and foreign keys on every connection).
+fn pool_options(dialect: Dialect, sync: &str, max_connections: u32) -> AnyPoolOptions {
+    let sync = sync.to_owned();
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _meta| {
+            let sync = sync.clone();
+            Box::pin(async move {
+                if dialect == Dialect::Sqlite {
+                    let pragmas = format!(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
+                    );
+                    conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(pragmas)))
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://...` or `postgres://...`), creating a SQLite file and its
     /// directory if needed, and applies the migrations.
@@ -239,23 +264,7 @@ impl Store {
                 )));
             }
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(options.max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _meta| {
-                let sync = sync.clone();
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        let pragmas = format!(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
-                        );
-                        conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(pragmas)))
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
+        let pool = pool_options(dialect, &sync, options.max_connections.max(2))
             .connect(&url)
             .await?;
         match dialect {
@@ -266,8 +275,9 @@ impl Store {
         let (writes, rx) = mpsc::channel(options.writer.queue.max(16));
         let (enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WriterStats::default());
-        let task = tokio::spawn(writer::run(
-            pool.clone(),
+        let writer_done = writer::spawn(
+            pool_options(dialect, &sync, 1),
+            url,
             dialect,
             rx,
             writer::Announce {
@@ -276,7 +286,8 @@ impl Store {
                 stats: stats.clone(),
             },
             options.writer.clone(),
-        ));
+        )
+        .await?;
         Ok(Arc::new(Store {
             pool,
             dialect,
@@ -284,7 +295,7 @@ impl Store {
             events,
             enqueued: std::sync::Mutex::new(Some(enqueued_rx)),
             stats,
-            writer_done: tokio::sync::Mutex::new(Some(task)),
+            writer_done: tokio::sync::Mutex::new(Some(writer_done)),
             recent_bots: std::sync::Mutex::default(),
         }))
     }
@@ -335,8 +346,8 @@ impl Store {
             {
                 let _ = rx.await;
             }
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "store writer task ended abnormally");
+            if task.await.is_err() {
+                tracing::error!("the store writer's thread ended abnormally");
             }
         }
         self.pool.close().await;

@@ -209,7 +209,8 @@ impl TryFrom<EventRow> for Event {
             tenant: r.tenant_id,
             at: from_micros(r.at),
             bot_id: r.bot_id,
-            data: json("event data", &r.data)?,
+            data: serde_json::value::RawValue::from_string(r.data)
+                .map_err(|e| StoreError::corrupt(format!("event data: {e}")))?,
         })
     }
 }

@@ -358,7 +358,7 @@ pub(super) async fn apply_edit(
         tenant: m.tenant.clone(),
         kind: et::MESSAGE_UPDATED,
         bot_id: Some(m.bot_id.clone()),
-        data,
+        data: event_data(&data),
     });
     Ok(IngestOutcome::StatusApplied(m.id))
 }

@@ -15,7 +15,7 @@ pub(super) fn message_event(kind: &'static str, m: &Message) -> PendingEvent {
         tenant: m.tenant.clone(),
         kind,
         bot_id: Some(m.bot_id.clone()),
-        data: serde_json::to_value(m).unwrap_or(serde_json::Value::Null),
+        data: event_data(m),
     }
 }
 
@@ -24,7 +24,7 @@ pub(super) fn conversation_event(c: &Conversation) -> PendingEvent {
         tenant: c.tenant.clone(),
         kind: et::CONVERSATION_UPDATED,
         bot_id: Some(c.bot_id.clone()),
-        data: serde_json::to_value(c).unwrap_or(serde_json::Value::Null),
+        data: event_data(c),
     }
 }
 

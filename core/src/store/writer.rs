@@ -252,7 +252,7 @@ pub(super) struct PendingEvent {
     pub tenant: String,
     pub kind: &'static str,
     pub bot_id: Option<String>,
-    pub data: serde_json::Value,
+    pub data: Box<serde_json::value::RawValue>,
 }
 
 pub(super) type Conn = AnyConnection;
@@ -269,9 +269,59 @@ pub(super) struct Announce {
 pub struct WriterStats {
     pub commits: std::sync::atomic::AtomicU64,
     pub writes: std::sync::atomic::AtomicU64,
+    /// Time spent applying and committing batches (the writer's busy time), microseconds.
+    pub busy_micros: std::sync::atomic::AtomicU64,
 }
 
-pub(super) async fn run(
+/// Starts the writer on its own thread, with its own single-threaded runtime and its own
+/// connection (`options` with one connection to `url`). The writer is the store's serial
+/// path: on the shared runtime every statement's wake-up queued behind the HTTP tasks, and
+/// a PostgreSQL connection opened here stays with the runtime that polls it. Returns once
+/// the connection is open; the receiver completes when the writer has stopped and closed
+/// it.
+pub(super) async fn spawn(
+    options: sqlx::any::AnyPoolOptions,
+    url: String,
+    dialect: Dialect,
+    rx: mpsc::Receiver<Job>,
+    announce: Announce,
+    config: WriterConfig,
+) -> Result<oneshot::Receiver<()>, StoreError> {
+    let (ready_tx, ready_rx) = oneshot::channel::<Result<(), StoreError>>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("store-writer")
+        .build()
+        .map_err(|e| StoreError::Unavailable(format!("the store writer's runtime: {e}")))?;
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let pool = match options.connect(&url).await {
+                    Ok(pool) => pool,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                run(pool.clone(), dialect, rx, announce, config).await;
+                pool.close().await;
+            });
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| StoreError::Unavailable(format!("the store writer's thread: {e}")))?;
+    match ready_rx.await {
+        Ok(Ok(())) => Ok(done_rx),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(StoreError::Unavailable(
+            "the store writer's thread ended before it connected".into(),
+        )),
+    }
+}
+
+async fn run(
     pool: AnyPool,
     dialect: Dialect,
     mut rx: mpsc::Receiver<Job>,
@@ -346,8 +396,12 @@ async fn commit_batch(pool: &AnyPool, dialect: Dialect, batch: &mut Vec<Job>, an
             }
         }
     }
-    metrics::histogram!(crate::metrics::STORE_COMMIT_SECONDS)
-        .record(started.elapsed().as_secs_f64());
+    let took = started.elapsed();
+    announce.stats.busy_micros.fetch_add(
+        took.as_micros() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    metrics::histogram!(crate::metrics::STORE_COMMIT_SECONDS).record(took.as_secs_f64());
     metrics::histogram!(crate::metrics::STORE_BATCH_SIZE).record(size as f64);
 }
 
@@ -506,7 +560,7 @@ async fn apply_batch(
             q.bind(e.kind.clone()).push(", ");
             q.bind(e.bot_id.clone()).push(", ");
             q.bind(to_micros(e.at)).push(", ");
-            q.bind(e.data.to_string()).push(")");
+            q.bind(e.data.get().to_owned()).push(")");
         }
         sqlx::query_with::<sqlx::any::Any, _>(sqlx::AssertSqlSafe(q.text), q.args)
             .execute(&mut *tx)
@@ -780,13 +834,13 @@ async fn apply(
                 tenant: bot.tenant.clone(),
                 kind: et::BOT_STATE,
                 bot_id: Some(bot.id.clone()),
-                data: serde_json::json!({
+                data: event_data(&serde_json::json!({
                     "bot_id": bot.id,
                     "platform": bot.platform,
                     "state": bot.state,
                     "state_reason": bot.state_reason,
                     "last_error": bot.last_error,
-                }),
+                })),
             });
             Ok(Output::Bot(Box::new(bot)))
         }
