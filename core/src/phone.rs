@@ -2,7 +2,9 @@
 //! crate), normalized to E.164. A number in national form ("0711 000 000") is read in the
 //! bot's `default_region`.
 
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{Mutex, OnceLock};
 
 use phonenumber::country::Id;
 
@@ -11,8 +13,31 @@ pub fn region(code: &str) -> Option<Id> {
     Id::from_str(&code.trim().to_ascii_uppercase()).ok()
 }
 
-/// The number in E.164, or what is wrong with it (naming it).
+/// How many answers [`normalize`] remembers; beyond that it starts afresh.
+const REMEMBERED: usize = 16_384;
+
+type Answers = HashMap<(Option<Id>, String), Result<String, String>>;
+
+/// The number in E.164, or what is wrong with it (naming it). Parsing with the metadata's
+/// patterns costs tens of microseconds, so answers are remembered: a business sends to the
+/// same numbers again and again.
 pub fn normalize(raw: &str, default_region: Option<Id>) -> Result<String, String> {
+    static ANSWERS: OnceLock<Mutex<Answers>> = OnceLock::new();
+    let answers = ANSWERS.get_or_init(Mutex::default);
+    let key = (default_region, raw.to_owned());
+    if let Some(answer) = answers.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return answer.clone();
+    }
+    let answer = parse(raw, default_region);
+    let mut map = answers.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= REMEMBERED {
+        map.clear();
+    }
+    map.insert(key, answer.clone());
+    answer
+}
+
+fn parse(raw: &str, default_region: Option<Id>) -> Result<String, String> {
     let trimmed = raw.trim();
     let parsed = phonenumber::parse(default_region, trimmed).map_err(|_| {
         if default_region.is_none() && !trimmed.starts_with('+') {
@@ -55,5 +80,18 @@ mod tests {
         );
         assert!(normalize("hello", region("KE")).is_err());
         assert!(region("XX").is_none());
+    }
+
+    #[test]
+    fn remembered_answers_match_a_fresh_parse() {
+        let ke = region("KE");
+        for raw in ["0711 000 000", "+254 12", "hello", "+1 (415) 555-2671"] {
+            let first = normalize(raw, ke);
+            assert_eq!(first, parse(raw, ke));
+            assert_eq!(normalize(raw, ke), first, "{raw}");
+        }
+        // The region is part of what is remembered.
+        assert!(normalize("0711000000", None).is_err());
+        assert_eq!(normalize("0711000000", ke).unwrap(), "+254711000000");
     }
 }

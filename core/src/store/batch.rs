@@ -322,24 +322,26 @@ impl BatchCache {
             let rows: Vec<Conversation> = self.touched.drain().map(|(_, c)| c).collect();
             write_conversations(tx, &rows).await?;
         }
-        if !self.pending.is_empty() {
-            let rows: Vec<(&Message, Option<&str>)> = self
-                .pending
-                .iter()
-                .map(|(m, k)| (m, k.as_deref()))
-                .collect();
-            insert_messages(tx, &rows).await?;
-            self.pending.clear();
-        }
-        if !self.changed.is_empty() {
-            let rows: Vec<&Message> = self
-                .changed
+        // New messages and changed ones in the same statements: the new ones do not
+        // conflict, the changed ones update their state.
+        let mut rows: Vec<(&Message, Option<&str>)> = self
+            .pending
+            .iter()
+            .map(|(m, k)| (m, k.as_deref()))
+            .collect();
+        rows.extend(
+            self.changed
                 .iter()
                 .filter_map(|id| self.messages.get(id))
-                .collect();
+                .map(|m| (m, None)),
+        );
+        if self.changed.is_empty() {
+            insert_messages(tx, &rows).await?;
+        } else {
             save_messages(tx, &rows).await?;
-            self.changed.clear();
         }
+        self.pending.clear();
+        self.changed.clear();
         Ok(())
     }
 

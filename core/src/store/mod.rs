@@ -24,6 +24,7 @@ mod sql;
 mod write_admin;
 mod write_contacts;
 pub use write_contacts::{BulkOutcome, ContactPatch, NewContact};
+mod settle;
 mod write_inbound;
 mod write_messages;
 mod write_outbound;
@@ -275,10 +276,15 @@ impl Store {
         let (writes, rx) = mpsc::channel(options.writer.queue.max(16));
         let (enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WriterStats::default());
+        // SQLite's flush per commit is done by the writer's syncer, after the commit and off
+        // the writer's path (see `settle`).
+        let sync_after_commit = dialect == Dialect::Sqlite && sync != "NORMAL";
+        let writer_sync = if sync_after_commit { "NORMAL" } else { &sync };
         let writer_done = writer::spawn(
-            pool_options(dialect, &sync, 1),
+            pool_options(dialect, writer_sync, 1),
             url,
             dialect,
+            sync_after_commit,
             rx,
             writer::Announce {
                 events: events.clone(),

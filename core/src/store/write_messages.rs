@@ -115,13 +115,15 @@ pub(super) async fn insert_messages(
     write_messages(tx, rows, "").await
 }
 
-/// Writes the state of messages that exist (status, error, external id, attempts, times,
-/// history, cost) in a few multi-row statements.
-pub(super) async fn save_messages(tx: &mut Conn, rows: &[&Message]) -> Result<(), StoreError> {
-    let rows: Vec<(&Message, Option<&str>)> = rows.iter().map(|m| (*m, None)).collect();
+/// Inserts new messages and writes the state of messages that exist (status, error,
+/// external id, attempts, times, history, cost), in a few multi-row statements.
+pub(super) async fn save_messages(
+    tx: &mut Conn,
+    rows: &[(&Message, Option<&str>)],
+) -> Result<(), StoreError> {
     write_messages(
         tx,
-        &rows,
+        rows,
         " ON CONFLICT (id) DO UPDATE SET status = excluded.status, error = excluded.error, \
          external_id = excluded.external_id, attempts = excluded.attempts, sent_at = excluded.sent_at, \
          delivered_at = excluded.delivered_at, read_at = excluded.read_at, \

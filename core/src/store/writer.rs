@@ -17,10 +17,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sqlx::AnyConnection;
+use sqlx::any::Any;
+use sqlx::pool::PoolConnection;
 use sqlx::{AnyPool, Connection};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::rows::*;
+use super::settle::{Settle, Settled};
 use super::*;
 use crate::model::event_type as et;
 
@@ -258,6 +261,7 @@ pub(super) struct PendingEvent {
 pub(super) type Conn = AnyConnection;
 
 /// Where committed writes are announced: live events, and new outbox entries in commit order.
+#[derive(Clone)]
 pub(super) struct Announce {
     pub events: broadcast::Sender<Arc<Event>>,
     pub enqueued: mpsc::UnboundedSender<OutboxEntry>,
@@ -276,13 +280,16 @@ pub struct WriterStats {
 /// Starts the writer on its own thread, with its own single-threaded runtime and its own
 /// connection (`options` with one connection to `url`). The writer is the store's serial
 /// path: on the shared runtime every statement's wake-up queued behind the HTTP tasks, and
-/// a PostgreSQL connection opened here stays with the runtime that polls it. Returns once
-/// the connection is open; the receiver completes when the writer has stopped and closed
-/// it.
+/// a PostgreSQL connection opened here stays with the runtime that polls it. With
+/// `sync_after_commit` (SQLite whose `synchronous` asks for a flush per commit, while
+/// `options` commit without one) batches are handed out after the syncer flushed the WAL
+/// ([`settle`](super::settle)). Returns once the connection is open; the receiver
+/// completes when the writer has stopped and closed it.
 pub(super) async fn spawn(
     options: sqlx::any::AnyPoolOptions,
     url: String,
     dialect: Dialect,
+    sync_after_commit: bool,
     rx: mpsc::Receiver<Job>,
     announce: Announce,
     config: WriterConfig,
@@ -305,8 +312,17 @@ pub(super) async fn spawn(
                         return;
                     }
                 };
+                let settle = match settle_for(&pool, sync_after_commit, &announce).await {
+                    Ok(settle) => settle,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        pool.close().await;
+                        return;
+                    }
+                };
                 let _ = ready_tx.send(Ok(()));
-                run(pool.clone(), dialect, rx, announce, config).await;
+                run(pool.clone(), dialect, rx, announce, &settle, config).await;
+                settle.finish();
                 pool.close().await;
             });
             let _ = done_tx.send(());
@@ -321,14 +337,33 @@ pub(super) async fn spawn(
     }
 }
 
+async fn settle_for(
+    pool: &AnyPool,
+    sync_after_commit: bool,
+    announce: &Announce,
+) -> Result<Settle, StoreError> {
+    if sync_after_commit {
+        let mut conn = pool.acquire().await?;
+        if let Some(wal) = super::settle::wal_path(&mut conn).await? {
+            return Settle::after_sync(wal, announce.clone());
+        }
+    }
+    Ok(Settle::AtCommit(announce.clone()))
+}
+
 async fn run(
     pool: AnyPool,
     dialect: Dialect,
     mut rx: mpsc::Receiver<Job>,
     announce: Announce,
+    settle: &Settle,
     config: WriterConfig,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(config.max_batch);
+    // The writer keeps its connection between batches (a pool round trip tests it on every
+    // acquire and release); a batch that fails gives it back, so a broken one is replaced.
+    let mut held: Option<PoolConnection<Any>> = None;
+    let mut bots = Bots::new();
     let mut shutdown: Option<oneshot::Sender<Result<Output, StoreError>>> = None;
     loop {
         if rx.recv_many(&mut batch, config.max_batch).await == 0 {
@@ -343,7 +378,10 @@ async fn run(
                 batch.push(j);
             }
         }
-        commit_batch(&pool, dialect, &mut batch, &announce).await;
+        commit_batch(
+            &pool, &mut held, &mut bots, dialect, &mut batch, &announce, settle,
+        )
+        .await;
         if shutdown.is_some() {
             break;
         }
@@ -353,38 +391,34 @@ async fn run(
     }
 }
 
-async fn commit_batch(pool: &AnyPool, dialect: Dialect, batch: &mut Vec<Job>, announce: &Announce) {
+async fn commit_batch(
+    pool: &AnyPool,
+    held: &mut Option<PoolConnection<Any>>,
+    bots: &mut Bots,
+    dialect: Dialect,
+    batch: &mut Vec<Job>,
+    announce: &Announce,
+    settle: &Settle,
+) {
     let started = std::time::Instant::now();
     let size = batch.len();
-    match apply_batch(pool, dialect, batch).await {
+    let applied = match held {
+        Some(conn) => apply_batch(conn, dialect, batch, bots).await,
+        None => match pool.acquire().await {
+            Ok(conn) => apply_batch(held.insert(conn), dialect, batch, bots).await,
+            Err(e) => Err(e.into()),
+        },
+    };
+    if applied.is_err() {
+        *held = None;
+    }
+    match applied {
         Ok((results, published)) => {
             use std::sync::atomic::Ordering::Relaxed;
             announce.stats.commits.fetch_add(1, Relaxed);
             announce.stats.writes.fetch_add(size as u64, Relaxed);
-            for (job, result) in batch.drain(..).zip(results) {
-                if let Ok(Output::Enqueued(e)) = &result
-                    && !e.replayed
-                {
-                    let _ = announce.enqueued.send(OutboxEntry {
-                        message: e.message.clone(),
-                        conversation: e.conversation.clone(),
-                        reply_to_external_id: None,
-                    });
-                }
-                let result = match result {
-                    Ok(Output::Fanout { id, entries }) => {
-                        for entry in entries {
-                            let _ = announce.enqueued.send(entry);
-                        }
-                        Ok(Output::Id(id))
-                    }
-                    other => other,
-                };
-                let _ = job.reply.send(result);
-            }
-            for e in published {
-                let _ = announce.events.send(e);
-            }
+            let replies = batch.drain(..).map(|job| job.reply).zip(results).collect();
+            settle.batch(Settled { replies, published });
         }
         Err(e) => {
             tracing::error!(error = %e, jobs = size, "store batch failed to commit");
@@ -410,11 +444,19 @@ type BatchResult = (Vec<Result<Output, StoreError>>, Vec<Arc<Event>>);
 /// Rows per multi-row event insert (6 parameters each, far below both backends' limits).
 const EVENTS_PER_INSERT: usize = 200;
 
+/// How long the writer uses a bot it loaded (its id, tenant and platform, all the writes
+/// need) before reading it again; this writer's own bot writes drop it at once. Another
+/// instance's changes are seen within this time, as on the API's send path.
+const BOT_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Bots the writer loaded, with when.
+type Bots = HashMap<String, (std::time::Instant, Arc<Bot>)>;
+
 /// What the jobs of one batch share.
 #[derive(Default)]
 struct BatchCtx {
-    /// Bots loaded by ingest jobs (id, tenant and platform do not change within a batch).
-    bots: HashMap<String, Arc<Bot>>,
+    /// Bots loaded by this and recent batches (see [`BOT_TTL`]).
+    bots: Bots,
     /// Bots that received events: their last_seen_at is updated once at the end.
     seen_bots: std::collections::BTreeSet<String>,
     /// Conversations that got an outbound message: last_message_at, once at the end.
@@ -424,29 +466,34 @@ struct BatchCtx {
 }
 
 impl BatchCtx {
-    /// The bot, loaded once per batch (id, tenant, platform and settings do not change
-    /// within one: a bot write in the batch drops it).
+    /// The bot, loaded at most once per [`BOT_TTL`] (a bot write drops it).
     async fn bot(&mut self, tx: &mut Conn, id: &str) -> Result<Arc<Bot>, StoreError> {
-        if let Some(b) = self.bots.get(id) {
+        if let Some((at, b)) = self.bots.get(id)
+            && at.elapsed() < BOT_TTL
+        {
             return Ok(b.clone());
         }
         let b = Arc::new(load_bot(tx, id).await?);
-        self.bots.insert(id.to_owned(), b.clone());
+        self.bots
+            .insert(id.to_owned(), (std::time::Instant::now(), b.clone()));
         Ok(b)
     }
 }
 
 async fn apply_batch(
-    pool: &AnyPool,
+    conn: &mut PoolConnection<Any>,
     dialect: Dialect,
     batch: &[Job],
+    bots: &mut Bots,
 ) -> Result<BatchResult, StoreError> {
-    let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
-    let mut seqs: HashMap<String, (i64, i64)> = HashMap::new(); // tenant -> (first, current)
     let mut results = Vec::with_capacity(batch.len());
-    let mut published = Vec::new();
-    let mut ctx = BatchCtx::default();
+    // The events of the jobs that succeeded, numbered at the end of the batch.
+    let mut committed: Vec<(PendingEvent, DateTime<Utc>)> = Vec::new();
+    let mut ctx = BatchCtx {
+        bots: std::mem::take(bots),
+        ..BatchCtx::default()
+    };
     let enqueues: Vec<&NewOutbound> = batch
         .iter()
         .filter_map(|j| match &j.op {
@@ -514,17 +561,8 @@ async fn apply_batch(
                         .await?;
                 }
                 // Sequence numbers only for jobs that succeeded: no gaps.
-                for p in pending {
-                    let seq = next_seq(&mut tx, &mut seqs, &p.tenant).await?;
-                    published.push(Arc::new(Event {
-                        seq,
-                        kind: p.kind.to_string(),
-                        tenant: p.tenant,
-                        at: Utc::now(),
-                        bot_id: p.bot_id,
-                        data: p.data,
-                    }));
-                }
+                let at = Utc::now();
+                committed.extend(pending.into_iter().map(|p| (p, at)));
                 results.push(Ok(out));
             }
             Err(e) => {
@@ -547,6 +585,7 @@ async fn apply_batch(
         }
     }
     ctx.outbound.flush(&mut tx).await?;
+    let published = number_events(&mut tx, committed).await?;
     // The batch's events in a few multi-row inserts instead of one statement each.
     for chunk in published.chunks(EVENTS_PER_INSERT) {
         let mut q = super::sql::Sql::on(
@@ -585,16 +624,10 @@ async fn apply_batch(
             .execute(&mut *tx)
             .await?;
     }
-    for (tenant, (first, current)) in &seqs {
-        if current != first {
-            sqlx::query("UPDATE tenants SET last_seq = $1 WHERE id = $2")
-                .bind(*current)
-                .bind(tenant)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
     tx.commit().await?;
+    // Kept for the next batches only when committed (a rolled-back batch may have loaded
+    // what it wrote itself).
+    *bots = ctx.bots;
     Ok((results, published))
 }
 
@@ -645,26 +678,49 @@ async fn tally(tx: &mut Conn, published: &[Arc<Event>]) -> Result<(), StoreError
     Ok(())
 }
 
-async fn next_seq(
+/// Gives the batch's events their tenants' next sequence numbers, in job order: one
+/// `UPDATE tenants ... RETURNING` per tenant, in tenant order. On PostgreSQL it locks the
+/// tenant's row until the commit, so that concurrent instances number and commit one after
+/// the other (and, taking the locks in one order, cannot deadlock).
+async fn number_events(
     tx: &mut Conn,
-    seqs: &mut HashMap<String, (i64, i64)>,
-    tenant: &str,
-) -> Result<i64, StoreError> {
-    if let Some((_, current)) = seqs.get_mut(tenant) {
-        *current += 1;
-        return Ok(*current);
+    events: Vec<(PendingEvent, DateTime<Utc>)>,
+) -> Result<Vec<Arc<Event>>, StoreError> {
+    let mut counts: std::collections::BTreeMap<&str, i64> = Default::default();
+    for (p, _) in &events {
+        *counts.entry(p.tenant.as_str()).or_default() += 1;
     }
-    // Locks the tenant row (PostgreSQL) until commit, so concurrent instances serialize.
-    let row: Option<(i64,)> =
-        sqlx::query_as("UPDATE tenants SET last_seq = last_seq WHERE id = $1 RETURNING last_seq")
-            .bind(tenant)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let first = row
-        .ok_or_else(|| StoreError::Invalid(format!("unknown tenant {tenant:?}")))?
-        .0;
-    seqs.insert(tenant.to_string(), (first, first + 1));
-    Ok(first + 1)
+    let mut next: HashMap<String, i64> = HashMap::with_capacity(counts.len());
+    for (tenant, n) in counts {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "UPDATE tenants SET last_seq = last_seq + $1 WHERE id = $2 RETURNING last_seq",
+        )
+        .bind(n)
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let last = row
+            .ok_or_else(|| StoreError::Invalid(format!("unknown tenant {tenant:?}")))?
+            .0;
+        next.insert(tenant.to_owned(), last - n + 1);
+    }
+    Ok(events
+        .into_iter()
+        .map(|(p, at)| {
+            let seq = next.get_mut(&p.tenant).map_or(0, |n| {
+                *n += 1;
+                *n - 1
+            });
+            Arc::new(Event {
+                seq,
+                kind: p.kind.to_string(),
+                tenant: p.tenant,
+                at,
+                bot_id: p.bot_id,
+                data: p.data,
+            })
+        })
+        .collect())
 }
 
 async fn apply(

@@ -98,8 +98,6 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
-    let req: SendMessage =
-        serde_json::from_value(body.clone()).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     let idempotency = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -115,6 +113,8 @@ pub async fn create(
             Some((key.to_string(), sha256_hex(body.to_string().as_bytes())))
         }
     };
+    let req: SendMessage =
+        serde_json::from_value(body).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     req.content.validate().map_err(ApiError::unprocessable)?;
     let to = recipient(&req.to)?;
     // The bot decides the tenant for the admin token; an API key only reaches its own bots.
