@@ -296,9 +296,15 @@ pub(super) async fn spawn(
 ) -> Result<oneshot::Receiver<()>, StoreError> {
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(), StoreError>>();
     let (done_tx, done_rx) = oneshot::channel::<()>();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .thread_name("store-writer")
+    // Timers for the pool's timeouts; sockets only for PostgreSQL (sqlx talks to SQLite
+    // through its own thread): without an I/O driver the runtime sleeps on a futex, which
+    // wakes faster than epoll for each statement's answer.
+    let mut runtime = tokio::runtime::Builder::new_current_thread();
+    runtime.enable_time().thread_name("store-writer");
+    if dialect == Dialect::Postgres {
+        runtime.enable_io();
+    }
+    let runtime = runtime
         .build()
         .map_err(|e| StoreError::Unavailable(format!("the store writer's runtime: {e}")))?;
     std::thread::Builder::new()
