@@ -1,0 +1,36 @@
+//! A bulksms callback with the bot's webhook secret; the first byte picks the delivery-report
+//! or the inbound-SMS route, the rest is the body (the form or JSON the provider posts).
+#![no_main]
+use std::sync::{Arc, OnceLock};
+
+use libfuzzer_sys::fuzz_target;
+use switchboard_core::connector::Connector;
+use switchboard_core::model::Platform;
+use switchboard_fuzz::{connector, post, webhook};
+
+const SECRET: &str = "fuzz-callback-secret";
+
+fuzz_target!(|data: &[u8]| {
+    static BOT: OnceLock<Arc<dyn Connector>> = OnceLock::new();
+    let bot = BOT.get_or_init(|| {
+        connector(Platform::Sms, serde_json::json!({"provider": "bulksms", "username": "fuzz", "from": "Fuzz", "default_region": "KE", "api_base": "http://127.0.0.1:9"}), &[("password", "fuzz-password"), ("webhook_secret", SECRET)])
+    });
+    let Some((route, body)) = data.split_first() else {
+        return;
+    };
+    let subpath = if route % 2 == 0 {
+        "/status"
+    } else {
+        "/inbound"
+    };
+    let content_type = if route & 2 == 0 {
+        "application/x-www-form-urlencoded"
+    } else {
+        "application/json"
+    };
+    let headers = vec![("content-type".into(), content_type.into())];
+    webhook(
+        bot,
+        post(subpath, &format!("secret={SECRET}"), headers, body),
+    );
+});
