@@ -116,6 +116,9 @@ enum Scenario {
         recipients: usize,
         #[arg(long, default_value_t = 80)]
         throughput: u32,
+        /// `sqlite` or a postgres:// URL (of an empty database).
+        #[arg(long, default_value = "sqlite")]
+        store: String,
     },
     /// An .xlsx of contacts imported into a group (vs calamine reading it alone).
     Import {
@@ -225,6 +228,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             recipients,
             throughput,
-        } => scenarios::whatsapp(posts, batch, concurrency, recipients, throughput).await,
+            store,
+        } => scenarios::whatsapp(posts, batch, concurrency, recipients, throughput, &store).await,
     }
 }

@@ -327,8 +327,13 @@ pub async fn ingest_telegram(
             )
         })
         .collect();
-    let gw = drive(url, with_secret, concurrency).await;
     let stats = s.gateway.store.writer_stats();
+    let busy0 = stats.busy_micros.load(std::sync::atomic::Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let gw = drive(url, with_secret, concurrency).await;
+    let busy = (stats.busy_micros.load(std::sync::atomic::Ordering::Relaxed) - busy0) as f64
+        / 1e4
+        / started.elapsed().as_secs_f64();
     let commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
     let writes = stats.writes.load(std::sync::atomic::Ordering::Relaxed);
     println!(
@@ -355,7 +360,7 @@ pub async fn ingest_telegram(
         );
     }
     println!(
-        "ratio gateway/baseline: {:.2}; group commit: {writes} writes in {commits} commits ({:.1} per commit); peak RSS {:.0} MiB",
+        "ratio gateway/baseline: {:.2}; group commit: {writes} writes in {commits} commits ({:.1} per commit), store writer busy {busy:.0}% of the run; peak RSS {:.0} MiB",
         gw.rate / baseline.rate,
         writes as f64 / commits.max(1) as f64,
         peak_rss_mib()
@@ -373,6 +378,7 @@ pub async fn whatsapp(
     concurrency: usize,
     recipients: usize,
     throughput: u32,
+    store: &str,
 ) -> anyhow::Result<()> {
     use switchboard_sim::whatsapp::{PhoneNumber, WhatsAppConfig, WhatsAppSim};
     const PHONE: &str = "1065";
@@ -394,7 +400,7 @@ pub async fn whatsapp(
         verified_name: "Bench".into(),
     });
     let api_base = sim.base_url();
-    let started = crate::harness::start("sqlite", "FULL", |listen| {
+    let started = crate::harness::start(store, "FULL", |listen| {
         format!(
             r#"
 [server]
@@ -466,7 +472,12 @@ throughput_per_second = {throughput}
     bare.abort();
     let gw = drive(format!("{base}/webhooks/whatsapp/wa"), signed, concurrency).await;
     println!(
-        "scenario: whatsapp ingest  posts={posts} messages/post={batch} concurrency={concurrency} store=sqlite"
+        "scenario: whatsapp ingest  posts={posts} messages/post={batch} concurrency={concurrency} store={}",
+        if store == "sqlite" {
+            "sqlite"
+        } else {
+            "postgres"
+        }
     );
     println!("| target | POSTs/s | messages/s | p50 | p99 | errors | CPU s |");
     println!("|---|---|---|---|---|---|---|");

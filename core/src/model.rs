@@ -634,9 +634,22 @@ pub struct Event {
     /// the webhooks all send it as it is).
     #[schema(value_type = Object)]
     pub data: Box<serde_json::value::RawValue>,
+    /// The whole event as JSON, made on first use and then shared: a thousand feed clients
+    /// receiving one event send the same bytes.
+    #[serde(skip)]
+    pub json: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl Event {
+    /// The event as JSON text (serialized once per event, whatever the number of readers).
+    pub fn json_bytes(&self) -> bytes::Bytes {
+        self.json
+            .get_or_init(|| {
+                bytes::Bytes::from(serde_json::to_vec(self).expect("an event serializes"))
+            })
+            .clone()
+    }
+
     /// The event's object, parsed (for readers that look inside it).
     pub fn data_value(&self) -> serde_json::Value {
         serde_json::from_str(self.data.get()).unwrap_or_default()

@@ -16,7 +16,7 @@ use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use switchboard_core::model::{Event, event_type};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Caller;
@@ -36,6 +36,8 @@ pub struct FeedQuery {
 }
 
 const REPLAY_PAGE: u32 = 1000;
+/// At most this many frames go out in one write (and one flush).
+const WRITE_BATCH: usize = 64;
 /// How long the last frames (`feed.lagged`, close) may wait for a slow socket.
 const GOODBYE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -136,9 +138,9 @@ async fn serve(
                     .await
                     .map_err(|e| End::Store(e.to_string()))?;
                 let n = page.len();
-                for e in page {
-                    send(&mut tx, &e, timeout, &gone).await?;
-                    last = e.seq;
+                for chunk in page.chunks(WRITE_BATCH) {
+                    send(&mut tx, chunk.iter().map(frame).collect(), timeout, &gone).await?;
+                    last = chunk.last().map_or(last, |e| e.seq);
                 }
                 if n < REPLAY_PAGE as usize {
                     break;
@@ -151,11 +153,35 @@ async fn serve(
             tokio::select! {
                 r = live.recv() => match r {
                     Ok(e) => {
-                        if e.tenant == tenant && e.seq > last && filter.matches(&e) {
-                            send(&mut tx, &e, timeout, &gone).await?;
-                            last = e.seq;
-                        } else if e.tenant == tenant && e.seq > last {
-                            last = e.seq;
+                        // Whatever else is already waiting goes out in the same write.
+                        let mut frames = Vec::new();
+                        let mut next = Some(e);
+                        let mut closed = false;
+                        while let Some(e) = next.take() {
+                            if e.tenant == tenant && e.seq > last {
+                                if filter.matches(&e) {
+                                    frames.push(frame(&e));
+                                }
+                                last = e.seq;
+                            }
+                            if frames.len() >= WRITE_BATCH {
+                                break;
+                            }
+                            next = match live.try_recv() {
+                                Ok(e) => Some(e),
+                                Err(TryRecvError::Empty) => None,
+                                Err(TryRecvError::Lagged(_)) => return Err(End::Lagged),
+                                Err(TryRecvError::Closed) => {
+                                    closed = true;
+                                    None
+                                }
+                            };
+                        }
+                        if !frames.is_empty() {
+                            send(&mut tx, frames, timeout, &gone).await?;
+                        }
+                        if closed {
+                            return Ok(());
                         }
                     }
                     Err(RecvError::Lagged(_)) => return Err(End::Lagged),
@@ -214,15 +240,26 @@ async fn serve(
     result
 }
 
+/// An event as a text frame: the event's JSON, serialized once for all clients.
+fn frame(e: &Event) -> Utf8Bytes {
+    Utf8Bytes::try_from(e.json_bytes()).expect("serde_json writes UTF-8")
+}
+
+/// Writes `frames` and flushes once, within the send timeout.
 async fn send(
     tx: &mut futures::stream::SplitSink<WebSocket, WsMessage>,
-    e: &Event,
+    frames: Vec<Utf8Bytes>,
     timeout: std::time::Duration,
     gone: &CancellationToken,
 ) -> Result<(), End> {
-    let text = serde_json::to_string(e).map_err(|e| End::Store(e.to_string()))?;
+    let write = async {
+        for f in frames {
+            tx.feed(WsMessage::Text(f)).await?;
+        }
+        tx.flush().await
+    };
     tokio::select! {
-        r = tokio::time::timeout(timeout, tx.send(WsMessage::Text(Utf8Bytes::from(text)))) => match r {
+        r = tokio::time::timeout(timeout, write) => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::ClientGone),
             Err(_) => Err(End::Lagged),

@@ -98,9 +98,33 @@ async fn serve(
         }
         Err(r) => return ApiError::bad_request(r.body_text()).into_response(),
     };
-    let bot = match s.store.get_bot(&Scope::All, &bot_id).await {
-        Ok(b) if b.platform.as_str() == platform => b,
-        _ => return ApiError::not_found(format!("no {platform} bot {bot_id:?}")).into_response(),
+    // A running bot's connector answers for it; the store is asked only about the others
+    // (a read per request would cost more than the rest of the request).
+    let connector = match s.supervisor.live(&bot_id) {
+        Some((p, c)) if p.as_str() == platform => c,
+        live => {
+            let bot = match s.store.get_bot(&Scope::All, &bot_id).await {
+                Ok(b) if b.platform.as_str() == platform => b,
+                _ => {
+                    return ApiError::not_found(format!("no {platform} bot {bot_id:?}"))
+                        .into_response();
+                }
+            };
+            drop(live);
+            // Asked again: the bot may have started meanwhile.
+            match s.supervisor.connector(&bot.id) {
+                Some(c) => c,
+                None => {
+                    // Not running: a retryable status, so the platform redelivers later.
+                    return ApiError::unavailable(format!(
+                        "bot {:?} is {}",
+                        bot.id,
+                        bot.state.as_str()
+                    ))
+                    .into_response();
+                }
+            }
+        }
     };
     // Every platform posts UTF-8 (JSON or form fields); serde would skip invalid bytes in
     // fields it ignores, so refuse them here, for all connectors at once.
@@ -112,11 +136,6 @@ async fn serve(
         ))
         .into_response();
     }
-    let Some(connector) = s.supervisor.connector(&bot.id) else {
-        // Not running: answer with a retryable status so the platform redelivers later.
-        return ApiError::unavailable(format!("bot {:?} is {}", bot.id, bot.state.as_str()))
-            .into_response();
-    };
     let request = WebhookRequest {
         method: method.to_string(),
         subpath,
@@ -129,11 +148,11 @@ async fn serve(
                     .map(|v| (k.as_str().to_string(), v.to_string()))
             })
             .collect(),
-        body: body.to_vec(),
+        body: Vec::from(body),
     };
     let resp = connector.handle_webhook(request, s.sink.as_ref()).await;
     if resp.status == 401 || resp.status == 403 {
-        reject(&bot.id, "verification");
+        reject(&bot_id, "verification");
     }
     let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     // A refusal is problem+json like every other error of ours, whatever the connector

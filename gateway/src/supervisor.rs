@@ -20,7 +20,7 @@ use switchboard_core::connector::{
     Connector, ConnectorRegistry, Credentials, CursorStore, HealthReporter, InboundSink, RunContext,
 };
 use switchboard_core::error::ConnectorError;
-use switchboard_core::model::{Bot, BotState};
+use switchboard_core::model::{Bot, BotState, Platform};
 use switchboard_core::rate::RatePolicy;
 use switchboard_core::secret::{Cipher, Secret, sha256_hex};
 use switchboard_core::store::Scope;
@@ -38,6 +38,9 @@ pub struct Supervisor {
     inner: Arc<Inner>,
 }
 
+/// A running bot's platform and connector.
+pub type LiveBot = (Platform, Arc<dyn Connector>);
+
 struct Inner {
     store: Arc<Store>,
     registry: ConnectorRegistry,
@@ -52,7 +55,8 @@ struct Inner {
     /// One lifecycle operation at a time per bot (start, stop, reconcile), so two
     /// concurrent requests can never leave two runs of one bot.
     lifecycle: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
-    live: RwLock<HashMap<String, Arc<dyn Connector>>>,
+    /// Running bots' connectors, with their platform (the webhook ingress's lookup).
+    live: RwLock<HashMap<String, LiveBot>>,
 }
 
 struct Running {
@@ -101,6 +105,16 @@ impl Supervisor {
 
     /// The running connector of a bot (webhook ingress).
     pub fn connector(&self, bot_id: &str) -> Option<Arc<dyn Connector>> {
+        self.inner
+            .live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bot_id)
+            .map(|(_, c)| c.clone())
+    }
+
+    /// A running bot's platform and connector.
+    pub fn live(&self, bot_id: &str) -> Option<LiveBot> {
         self.inner
             .live
             .read()
@@ -448,7 +462,7 @@ impl Supervisor {
             .live
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(bot_id.to_string(), connector.clone());
+            .insert(bot_id.to_string(), (bot.platform, connector.clone()));
         let on_fatal: Arc<dyn Fn(ConnectorError) + Send + Sync> = Arc::new(move |e| {
             let _ = fatal_tx.send(e);
         });

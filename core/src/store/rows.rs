@@ -211,6 +211,7 @@ impl TryFrom<EventRow> for Event {
             bot_id: r.bot_id,
             data: serde_json::value::RawValue::from_string(r.data)
                 .map_err(|e| StoreError::corrupt(format!("event data: {e}")))?,
+            json: Default::default(),
         })
     }
 }

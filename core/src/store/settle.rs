@@ -168,6 +168,7 @@ mod tests {
             at: chrono::Utc::now(),
             bot_id: None,
             data: event_data(&seq),
+            json: Default::default(),
         })
     }
 

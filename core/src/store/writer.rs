@@ -724,6 +724,7 @@ async fn number_events(
                 at,
                 bot_id: p.bot_id,
                 data: p.data,
+                json: Default::default(),
             })
         })
         .collect())
