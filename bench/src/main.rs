@@ -59,6 +59,14 @@ enum Scenario {
         #[arg(long)]
         global: Option<u32>,
     },
+    /// SMS pacing: a Twilio long code draining N segments/s with a one-second queue; 21611s
+    PacingSms {
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+        /// Segments per second the simulated sender drains (and the bot's throughput).
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+    },
     /// SMS: durable accept rate of POST /v1/messages and delivery to the provider.
     Sms {
         #[arg(long, default_value_t = 20_000)]
@@ -189,6 +197,7 @@ async fn main() -> anyhow::Result<()> {
             channels,
             global,
         } => discord::pacing_discord(messages, channels, global).await,
+        Scenario::PacingSms { messages, rate } => sms::pacing(messages, rate).await,
         Scenario::Sms {
             messages,
             concurrency,

@@ -306,3 +306,105 @@ pub async fn kannel(
     );
     Ok(())
 }
+
+/// SMS pacing: a Twilio long code whose queue drains `rate` segments per second and holds
+/// one second of them (over it: 21611 at create), the bot's throughput set to the same rate.
+/// The goal: the creates arrive at ≥ 95% of the drain rate with no 21611 and no 20429.
+pub async fn pacing(messages: usize, rate: u32) -> anyhow::Result<()> {
+    const SID: &str = "ACbench0000000000000000000000000000";
+    const TOKEN: &str = "bench-twilio-auth-token";
+    const FROM: &str = "+15005550006";
+    let sim = SmsSim::start(SmsConfig {
+        twilio_segments_per_second: f64::from(rate),
+        twilio_queue_limit: rate as usize,
+        ..SmsConfig::default()
+    })
+    .await?;
+    sim.add_twilio_account(SID, TOKEN, 1e9);
+    sim.add_twilio_number(SID, FROM);
+    let api_base = sim.base_url();
+    let started = crate::harness::start("sqlite", "FULL", |listen| {
+        format!(
+            r#"
+[server]
+listen = "{listen}"
+public_url = "http://{listen}"
+tenant_rate_limit = "none"
+[outbox]
+max_queued_per_bot = 1000000
+[[bots]]
+id = "sms"
+tenant = "bench"
+platform = "sms"
+provider = "twilio"
+account_sid = "{SID}"
+auth_token = "{TOKEN}"
+from = "{FROM}"
+api_base = "{api_base}"
+throughput_per_second = {rate}
+"#
+        )
+    })
+    .await?;
+    let (gateway, base) = (started.gateway, started.base);
+    let http = reqwest::Client::new();
+    let cpu0 = crate::scenarios::cpu_seconds();
+    let t0 = Instant::now();
+    let mut accepted = 0;
+    for i in 0..messages {
+        let body = json!({"bot_id": "sms", "to": {"phone": recipient(i)},
+            "content": {"type": "text", "text": format!("Pacing {i}")}});
+        let r = http
+            .post(format!("{base}/v1/messages"))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await?;
+        if r.status().as_u16() == 202 {
+            accepted += 1;
+        }
+    }
+    let accept_time = t0.elapsed();
+    while sim.sent(Provider::Twilio, SID).len() < accepted {
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(3600),
+            "gave up after an hour"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = t0.elapsed();
+    let cpu = crate::scenarios::cpu_seconds() - cpu0;
+    let sent = sim.sent(Provider::Twilio, SID);
+    let window = match (sent.first(), sent.last()) {
+        (Some(a), Some(b)) => b.at.saturating_duration_since(a.at).as_secs_f64(),
+        _ => 0.0,
+    };
+    let sending = sent.len().saturating_sub(1) as f64 / window.max(1e-9);
+    let requests = sim.requests();
+    let refused = |status: u16| {
+        requests
+            .iter()
+            .filter(|r| r.status == status && r.path.ends_with("/Messages.json"))
+            .count()
+    };
+    println!(
+        "scenario: pacing-sms  messages={messages} twilio long code at {rate} segments/s, queue {rate}"
+    );
+    println!(
+        "| accepted | accept time | delivered in | theoretical minimum | sending rate (first to last create) | allowed rate | sending/allowed | 21611 (HTTP 400) | 20429 (HTTP 429) | CPU s | peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {accepted} | {:.2} s | {:.2} s | {:.2} s | {sending:.1}/s | {rate}.0/s | {:.1}% | {} | {} | {cpu:.1} | {:.0} |",
+        accept_time.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        messages as f64 / f64::from(rate),
+        100.0 * sending / f64::from(rate),
+        refused(400),
+        refused(429),
+        peak_rss_mib(),
+    );
+    gateway.shutdown().await;
+    sim.shutdown();
+    Ok(())
+}
