@@ -8,14 +8,14 @@ use ed25519_dalek::SigningKey;
 use libfuzzer_sys::fuzz_target;
 use switchboard_core::connector::Connector;
 use switchboard_core::model::Platform;
-use switchboard_fuzz::{connector, post, webhook};
+use switchboard_fuzz::{accepts, connector, post, webhook};
 
 fn key() -> &'static SigningKey {
     static KEY: OnceLock<SigningKey> = OnceLock::new();
     KEY.get_or_init(|| SigningKey::from_bytes(&[7u8; 32]))
 }
 
-fuzz_target!(|data: &[u8]| {
+fn one(data: &[u8]) -> u16 {
     static BOT: OnceLock<Arc<dyn Connector>> = OnceLock::new();
     let bot = BOT.get_or_init(|| {
         let public: String = key()
@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         )
     });
     let Some((mode, body)) = data.split_first() else {
-        return;
+        return 0;
     };
     let timestamp = chrono::Utc::now().timestamp().to_string();
     let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
@@ -51,5 +51,16 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {}
     }
-    webhook(bot, post("", "", headers, body));
+    webhook(bot, post("/interactions", "", headers, body))
+}
+
+fuzz_target!(|data: &[u8]| {
+    static SEED: std::sync::Once = std::sync::Once::new();
+    SEED.call_once(|| {
+        accepts(
+            one(include_bytes!("../seeds/discord_interaction/ping")),
+            "ping",
+        )
+    });
+    one(data);
 });

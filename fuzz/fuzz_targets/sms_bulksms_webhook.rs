@@ -6,17 +6,17 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use switchboard_core::connector::Connector;
 use switchboard_core::model::Platform;
-use switchboard_fuzz::{connector, post, webhook};
+use switchboard_fuzz::{accepts, connector, post, webhook};
 
 const SECRET: &str = "fuzz-callback-secret";
 
-fuzz_target!(|data: &[u8]| {
+fn one(data: &[u8]) -> u16 {
     static BOT: OnceLock<Arc<dyn Connector>> = OnceLock::new();
     let bot = BOT.get_or_init(|| {
         connector(Platform::Sms, serde_json::json!({"provider": "bulksms", "username": "fuzz", "from": "Fuzz", "default_region": "KE", "api_base": "http://127.0.0.1:9"}), &[("password", "fuzz-password"), ("webhook_secret", SECRET)])
     });
     let Some((route, body)) = data.split_first() else {
-        return;
+        return 0;
     };
     let subpath = if route % 2 == 0 {
         "/status"
@@ -32,5 +32,16 @@ fuzz_target!(|data: &[u8]| {
     webhook(
         bot,
         post(subpath, &format!("secret={SECRET}"), headers, body),
-    );
+    )
+}
+
+fuzz_target!(|data: &[u8]| {
+    static SEED: std::sync::Once = std::sync::Once::new();
+    SEED.call_once(|| {
+        accepts(
+            one(include_bytes!("../seeds/sms_bulksms_webhook/inbound_json")),
+            "inbound_json",
+        )
+    });
+    one(data);
 });

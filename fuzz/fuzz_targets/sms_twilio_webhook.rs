@@ -6,11 +6,11 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use switchboard_core::connector::Connector;
 use switchboard_core::model::Platform;
-use switchboard_fuzz::{BOT_ID, PUBLIC_URL, connector, post, webhook};
+use switchboard_fuzz::{BOT_ID, PUBLIC_URL, accepts, connector, post, webhook};
 
 const AUTH_TOKEN: &str = "fuzz-auth-token";
 
-fuzz_target!(|data: &[u8]| {
+fn one(data: &[u8]) -> u16 {
     static BOT: OnceLock<Arc<dyn Connector>> = OnceLock::new();
     let bot = BOT.get_or_init(|| {
         connector(
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         )
     });
     let Some((route, body)) = data.split_first() else {
-        return;
+        return 0;
     };
     let subpath = if route % 2 == 0 {
         "/status"
@@ -37,9 +37,20 @@ fuzz_target!(|data: &[u8]| {
         ),
         ("x-twilio-signature".into(), signature),
     ];
-    webhook(bot, post(subpath, "", headers, body));
-});
+    webhook(bot, post(subpath, "", headers, body))
+}
 
 fn url_form(body: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
+
+fuzz_target!(|data: &[u8]| {
+    static SEED: std::sync::Once = std::sync::Once::new();
+    SEED.call_once(|| {
+        accepts(
+            one(include_bytes!("../seeds/sms_twilio_webhook/inbound")),
+            "inbound",
+        )
+    });
+    one(data);
+});

@@ -5,11 +5,11 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use switchboard_core::connector::Connector;
 use switchboard_core::model::Platform;
-use switchboard_fuzz::{connector, post, webhook};
+use switchboard_fuzz::{accepts, connector, post, webhook};
 
 const SECRET: &str = "fuzz-secret-token";
 
-fuzz_target!(|body: &[u8]| {
+fn one(body: &[u8]) -> u16 {
     static BOT: OnceLock<Arc<dyn Connector>> = OnceLock::new();
     let bot = BOT.get_or_init(|| {
         connector(
@@ -22,5 +22,16 @@ fuzz_target!(|body: &[u8]| {
         ("content-type".into(), "application/json".into()),
         ("x-telegram-bot-api-secret-token".into(), SECRET.into()),
     ];
-    webhook(bot, post("", "", headers, body));
+    webhook(bot, post("", "", headers, body))
+}
+
+fuzz_target!(|data: &[u8]| {
+    static SEED: std::sync::Once = std::sync::Once::new();
+    SEED.call_once(|| {
+        accepts(
+            one(include_bytes!("../seeds/telegram_webhook/text.json")),
+            "text.json",
+        )
+    });
+    one(data);
 });

@@ -6,11 +6,11 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use switchboard_core::connector::Connector;
 use switchboard_core::model::Platform;
-use switchboard_fuzz::{connector, post, webhook};
+use switchboard_fuzz::{accepts, connector, post, webhook};
 
 const APP_SECRET: &str = "fuzz-app-secret";
 
-fuzz_target!(|body: &[u8]| {
+fn one(body: &[u8]) -> u16 {
     static BOT: OnceLock<Arc<dyn Connector>> = OnceLock::new();
     let bot = BOT.get_or_init(|| {
         connector(
@@ -28,5 +28,16 @@ fuzz_target!(|body: &[u8]| {
         ("content-type".into(), "application/json".into()),
         ("x-hub-signature-256".into(), signature),
     ];
-    webhook(bot, post("", "", headers, body));
+    webhook(bot, post("", "", headers, body))
+}
+
+fuzz_target!(|data: &[u8]| {
+    static SEED: std::sync::Once = std::sync::Once::new();
+    SEED.call_once(|| {
+        accepts(
+            one(include_bytes!("../seeds/whatsapp_webhook/messages.json")),
+            "messages.json",
+        )
+    });
+    one(data);
 });

@@ -90,14 +90,25 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Hands `request` to the connector's webhook and checks the answer is not a 5xx.
-pub fn webhook(connector: &Arc<dyn Connector>, request: WebhookRequest) {
+/// Hands `request` to the connector's webhook, checks the answer is not a 5xx and returns
+/// its status.
+pub fn webhook(connector: &Arc<dyn Connector>, request: WebhookRequest) -> u16 {
     let answer = runtime().block_on(connector.handle_webhook(request, &Discard));
     assert!(
         answer.status < 500,
         "a webhook answered {} to input: {}",
         answer.status,
         String::from_utf8_lossy(&answer.body)
+    );
+    answer.status
+}
+
+/// The target's valid seed must be accepted: otherwise every input stops before the parser
+/// (a wrong route, secret or signature in the target) and the fuzzing proves nothing.
+pub fn accepts(status: u16, seed: &str) {
+    assert!(
+        (200..300).contains(&status),
+        "the valid seed {seed} was answered {status}: the target does not reach the parser"
     );
 }
 
