@@ -188,4 +188,26 @@ impl StoreError {
     pub fn corrupt(what: impl std::fmt::Display) -> Self {
         StoreError::Corrupt(what.to_string())
     }
+
+    /// True when the same request may succeed shortly: the store is unreachable, restarting
+    /// or busy (answered 503 with Retry-After, not 500).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+                    // PostgreSQL: connection exceptions (08...), shutting down or starting
+                    // (57P01-57P03); SQLite: busy, locked.
+                    c.starts_with("08") || c.starts_with("57P0") || c == "5" || c == "6"
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }

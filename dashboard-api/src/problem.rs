@@ -100,7 +100,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => ApiError::conflict(m),
             StoreError::Invalid(m) => ApiError::unprocessable(m),
             StoreError::Closed => ApiError::unavailable("the gateway is shutting down"),
-            StoreError::Unavailable(e) => {
+            e if e.is_transient() => {
                 tracing::error!(error = %e, "store unavailable");
                 let mut err = ApiError::unavailable("the store is unavailable; retry shortly");
                 err.retry_after = Some(1);
