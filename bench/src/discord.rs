@@ -9,7 +9,7 @@ use serde_json::json;
 use switchboard_sim::discord::{DiscordConfig, DiscordSim};
 
 use crate::harness::KEY;
-use crate::scenarios::{cpu_seconds, peak_rss_mib};
+use crate::scenarios::{cpu_seconds, peak_rss_mib, sending_rate};
 
 const TOKEN: &str = "MTA5.bench-discord-token";
 const GUILD: &str = "300000000000000001";
@@ -109,16 +109,8 @@ api_base = "{api_base}"
     }
     let elapsed = started.elapsed();
     let cpu = cpu_seconds() - cpu0;
-    let mut all: Vec<Instant> = (0..channels)
-        .flat_map(|c| sim.sent(&channel(c)).into_iter().map(|s| s.at))
-        .collect();
-    all.sort();
-    let window = all
-        .last()
-        .unwrap()
-        .saturating_duration_since(all[0])
-        .as_secs_f64();
-    let sending_rate = (all.len() - 1) as f64 / window.max(1e-9);
+    let sending_rate =
+        sending_rate((0..channels).flat_map(|c| sim.sent(&channel(c)).into_iter().map(|s| s.at)));
     // The fastest schedule: the global limit, or one channel's windows (5 per 5 s).
     let per_channel = messages.div_ceil(channels);
     let bucket = limits.channel_bucket;

@@ -30,6 +30,21 @@ pub(crate) fn cpu_seconds() -> f64 {
 }
 
 /// Peak resident set size of this process, MiB.
+/// What the platform saw: sends per second from its first accepted send to its last.
+pub(crate) fn sending_rate(at: impl IntoIterator<Item = Instant>) -> f64 {
+    let (mut n, mut first, mut last) = (0usize, None::<Instant>, None::<Instant>);
+    for t in at {
+        n += 1;
+        first = Some(first.map_or(t, |f| f.min(t)));
+        last = Some(last.map_or(t, |l| l.max(t)));
+    }
+    let window = match (first, last) {
+        (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    n.saturating_sub(1) as f64 / window.max(1e-9)
+}
+
 pub(crate) fn peak_rss_mib() -> f64 {
     crate::harness::peak_rss_mib_of("self")
 }
@@ -145,11 +160,7 @@ pub async fn pacing_telegram(messages: usize, chats: usize, scale: u32) -> anyho
     let elapsed = started.elapsed();
     let cpu = cpu_seconds() - cpu0;
     let sent = s.sim.sent(TOKEN);
-    let window = match (sent.first(), sent.last()) {
-        (Some(a), Some(b)) => b.at.saturating_duration_since(a.at).as_secs_f64(),
-        _ => 0.0,
-    };
-    let sending_rate = (sent.len().saturating_sub(1)) as f64 / window.max(1e-9);
+    let sending_rate = sending_rate(sent.iter().map(|m| m.at));
     let per_chat_msgs = messages.div_ceil(chats) as f64;
     // The binding limit: the bot's rate, or one chat's messages at the chat rate.
     let minimum = (messages as f64 / per_bot as f64).max((per_chat_msgs - 1.0) / per_chat as f64);
@@ -526,11 +537,7 @@ throughput_per_second = {throughput}
     let elapsed = started.elapsed().as_secs_f64();
     let minimum = recipients as f64 / throughput as f64;
     let sent = sim.sent(PHONE);
-    let window = match (sent.first(), sent.last()) {
-        (Some(a), Some(b)) => b.at.saturating_duration_since(a.at).as_secs_f64(),
-        _ => 0.0,
-    };
-    let sending_rate = (sent.len().saturating_sub(1)) as f64 / window.max(1e-9);
+    let sending_rate = sending_rate(sent.iter().map(|m| m.at));
     println!();
     println!("scenario: whatsapp throughput  recipients={recipients} throughput={throughput}/s");
     println!(

@@ -375,11 +375,7 @@ throughput_per_second = {rate}
     let elapsed = t0.elapsed();
     let cpu = crate::scenarios::cpu_seconds() - cpu0;
     let sent = sim.sent(Provider::Twilio, SID);
-    let window = match (sent.first(), sent.last()) {
-        (Some(a), Some(b)) => b.at.saturating_duration_since(a.at).as_secs_f64(),
-        _ => 0.0,
-    };
-    let sending = sent.len().saturating_sub(1) as f64 / window.max(1e-9);
+    let sending = crate::scenarios::sending_rate(sent.iter().map(|m| m.at));
     let requests = sim.requests();
     let refused = |status: u16| {
         requests

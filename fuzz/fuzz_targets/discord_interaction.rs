@@ -8,7 +8,7 @@ use ed25519_dalek::SigningKey;
 use libfuzzer_sys::fuzz_target;
 use switchboard_core::connector::Connector;
 use switchboard_core::model::Platform;
-use switchboard_fuzz::{accepts, connector, post, webhook};
+use switchboard_fuzz::{connector, fuzz_webhook, post, webhook};
 
 fn key() -> &'static SigningKey {
     static KEY: OnceLock<SigningKey> = OnceLock::new();
@@ -55,12 +55,9 @@ fn one(data: &[u8]) -> u16 {
 }
 
 fuzz_target!(|data: &[u8]| {
-    static SEED: std::sync::Once = std::sync::Once::new();
-    SEED.call_once(|| {
-        accepts(
-            one(include_bytes!("../seeds/discord_interaction/ping")),
-            "ping",
-        )
-    });
-    one(data);
+    fuzz_webhook(
+        data,
+        include_bytes!("../seeds/discord_interaction/ping"),
+        one,
+    )
 });

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use switchboard_core::connector::Connector;
 use switchboard_core::model::Platform;
-use switchboard_fuzz::{BOT_ID, PUBLIC_URL, accepts, connector, post, webhook};
+use switchboard_fuzz::{BOT_ID, PUBLIC_URL, connector, fuzz_webhook, post, sms_route, webhook};
 
 const AUTH_TOKEN: &str = "fuzz-auth-token";
 
@@ -19,14 +19,10 @@ fn one(data: &[u8]) -> u16 {
             &[("auth_token", AUTH_TOKEN)],
         )
     });
-    let Some((route, body)) = data.split_first() else {
+    let Some((&first, body)) = data.split_first() else {
         return 0;
     };
-    let subpath = if route % 2 == 0 {
-        "/status"
-    } else {
-        "/inbound"
-    };
+    let subpath = sms_route(first);
     let params: Vec<(String, String)> = url_form(body);
     let url = format!("{PUBLIC_URL}/webhooks/sms/{BOT_ID}{subpath}");
     let signature = switchboard_connectors::sms::twilio_signature(AUTH_TOKEN, &url, &params);
@@ -45,12 +41,9 @@ fn url_form(body: &[u8]) -> Vec<(String, String)> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    static SEED: std::sync::Once = std::sync::Once::new();
-    SEED.call_once(|| {
-        accepts(
-            one(include_bytes!("../seeds/sms_twilio_webhook/inbound")),
-            "inbound",
-        )
-    });
-    one(data);
+    fuzz_webhook(
+        data,
+        include_bytes!("../seeds/sms_twilio_webhook/inbound"),
+        one,
+    )
 });

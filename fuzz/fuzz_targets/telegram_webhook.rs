@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use switchboard_core::connector::Connector;
 use switchboard_core::model::Platform;
-use switchboard_fuzz::{accepts, connector, post, webhook};
+use switchboard_fuzz::{connector, fuzz_webhook, post, webhook};
 
 const SECRET: &str = "fuzz-secret-token";
 
@@ -26,12 +26,9 @@ fn one(body: &[u8]) -> u16 {
 }
 
 fuzz_target!(|data: &[u8]| {
-    static SEED: std::sync::Once = std::sync::Once::new();
-    SEED.call_once(|| {
-        accepts(
-            one(include_bytes!("../seeds/telegram_webhook/text.json")),
-            "text.json",
-        )
-    });
-    one(data);
+    fuzz_webhook(
+        data,
+        include_bytes!("../seeds/telegram_webhook/text.json"),
+        one,
+    )
 });

@@ -2,7 +2,7 @@
 //! sink that stores nothing, and the rule every answer must keep: a webhook never panics and
 //! never answers 5xx to what a caller sent (bad input is the caller's error, a 4xx).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Once, OnceLock};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -103,13 +103,48 @@ pub fn webhook(connector: &Arc<dyn Connector>, request: WebhookRequest) -> u16 {
     answer.status
 }
 
-/// The target's valid seed must be accepted: otherwise every input stops before the parser
-/// (a wrong route, secret or signature in the target) and the fuzzing proves nothing.
-pub fn accepts(status: u16, seed: &str) {
-    assert!(
-        (200..300).contains(&status),
-        "the valid seed {seed} was answered {status}: the target does not reach the parser"
-    );
+/// A target's whole run: first its valid `seed` must be accepted (otherwise every input
+/// stops before the parser, at a wrong route, secret or signature, and the fuzzing proves
+/// nothing), then `data` goes through the same `one`.
+pub fn fuzz_webhook(data: &[u8], seed: &[u8], one: fn(&[u8]) -> u16) {
+    static SEED: Once = Once::new();
+    SEED.call_once(|| {
+        let status = one(seed);
+        assert!(
+            (200..300).contains(&status),
+            "the valid seed was answered {status}: the target does not reach the parser"
+        );
+    });
+    one(data);
+}
+
+/// The SMS callback route a fuzz input's first byte picks: delivery report or inbound SMS.
+pub fn sms_route(first: u8) -> &'static str {
+    if first % 2 == 0 {
+        "/status"
+    } else {
+        "/inbound"
+    }
+}
+
+/// The webhook secret of the Africa's Talking and BulkSMS test bots.
+pub const CALLBACK_SECRET: &str = "fuzz-callback-secret";
+
+/// A callback authenticated by the bot's webhook secret in the query (Africa's Talking,
+/// BulkSMS): the first byte picks the route and the body's type (form or JSON), the rest is
+/// the body.
+pub fn secret_callback(bot: &Arc<dyn Connector>, data: &[u8]) -> u16 {
+    let Some((&first, body)) = data.split_first() else {
+        return 0;
+    };
+    let content_type = if first & 2 == 0 {
+        "application/x-www-form-urlencoded"
+    } else {
+        "application/json"
+    };
+    let headers = vec![("content-type".into(), content_type.into())];
+    let query = format!("secret={CALLBACK_SECRET}");
+    webhook(bot, post(sms_route(first), &query, headers, body))
 }
 
 /// A POST with `body` and `headers` (names lowercased).

@@ -100,31 +100,12 @@ async fn serve(
     };
     // A running bot's connector answers for it; the store is asked only about the others
     // (a read per request would cost more than the rest of the request).
-    let connector = match s.supervisor.live(&bot_id) {
-        Some((p, c)) if p.as_str() == platform => c,
-        live => {
-            let bot = match s.store.get_bot(&Scope::All, &bot_id).await {
-                Ok(b) if b.platform.as_str() == platform => b,
-                _ => {
-                    return ApiError::not_found(format!("no {platform} bot {bot_id:?}"))
-                        .into_response();
-                }
-            };
-            drop(live);
-            // Asked again: the bot may have started meanwhile.
-            match s.supervisor.connector(&bot.id) {
-                Some(c) => c,
-                None => {
-                    // Not running: a retryable status, so the platform redelivers later.
-                    return ApiError::unavailable(format!(
-                        "bot {:?} is {}",
-                        bot.id,
-                        bot.state.as_str()
-                    ))
-                    .into_response();
-                }
-            }
-        }
+    let Some((_, connector)) = s
+        .supervisor
+        .live(&bot_id)
+        .filter(|(p, _)| p.as_str() == platform)
+    else {
+        return not_running(&s, &platform, &bot_id).await;
     };
     // Every platform posts UTF-8 (JSON or form fields); serde would skip invalid bytes in
     // fields it ignores, so refuse them here, for all connectors at once.
@@ -172,6 +153,17 @@ async fn serve(
         resp.body,
     )
         .into_response()
+}
+
+/// The answer for a bot without a running connector: 404 when this platform has no such bot,
+/// else 503 (not running: a retryable status, so the platform redelivers later).
+async fn not_running(s: &Ingress, platform: &str, bot_id: &str) -> Response {
+    match s.store.get_bot(&Scope::All, bot_id).await {
+        Ok(b) if b.platform.as_str() == platform => {
+            ApiError::unavailable(format!("bot {:?} is {}", b.id, b.state.as_str())).into_response()
+        }
+        _ => ApiError::not_found(format!("no {platform} bot {bot_id:?}")).into_response(),
+    }
 }
 
 fn reject(bot: &str, reason: &'static str) {

@@ -105,12 +105,7 @@ impl Supervisor {
 
     /// The running connector of a bot (webhook ingress).
     pub fn connector(&self, bot_id: &str) -> Option<Arc<dyn Connector>> {
-        self.inner
-            .live
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(bot_id)
-            .map(|(_, c)| c.clone())
+        self.live(bot_id).map(|(_, c)| c)
     }
 
     /// A running bot's platform and connector.
