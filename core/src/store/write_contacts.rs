@@ -97,17 +97,12 @@ pub(super) async fn bulk_contacts(
     items: &[NewContact],
 ) -> Result<BulkOutcome, StoreError> {
     let phones: Vec<&str> = items.iter().filter_map(|c| c.phone.as_deref()).collect();
-    let mut owners: std::collections::HashMap<String, String> = super::batch::pairs_in(
-        tx,
-        "SELECT phone, id FROM contacts WHERE tenant_id = ",
-        tenant,
-        "phone",
-        phones,
-    )
-    .await?
-    .into_iter()
-    .filter_map(|(phone, id)| Some((phone, id?)))
-    .collect();
+    let mut owners: std::collections::HashMap<String, String> =
+        super::batch::pairs_in(tx, &super::batch::CONTACT_BY_PHONE, tenant, phones)
+            .await?
+            .into_iter()
+            .filter_map(|(phone, id)| Some((phone, id?)))
+            .collect();
     let mut out = BulkOutcome::default();
     let mut new: Vec<(String, &NewContact)> = Vec::new();
     for (i, c) in items.iter().enumerate() {
