@@ -13,7 +13,29 @@ const SECRET: &str = "bench_secret";
 
 /// Process CPU seconds (user + system) so far.
 pub(crate) fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat_cpu_seconds(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// CPU seconds so far of this process's threads whose name starts with `prefix` (the store
+/// writer's, SQLite's worker threads): the serial path's cost, steadier than wall rates on a
+/// VM whose speed drifts.
+pub(crate) fn thread_cpu_seconds(prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .map(|t| {
+            stat_cpu_seconds(&std::fs::read_to_string(t.path().join("stat")).unwrap_or_default())
+        })
+        .sum()
+}
+
+/// utime + stime of a `/proc/.../stat` line, in seconds.
+fn stat_cpu_seconds(stat: &str) -> f64 {
     let fields: Vec<&str> = stat
         .rsplit(')')
         .next()
@@ -29,7 +51,6 @@ pub(crate) fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Peak resident set size of this process, MiB.
 /// What the platform saw: sends per second from its first accepted send to its last.
 pub(crate) fn sending_rate(at: impl IntoIterator<Item = Instant>) -> f64 {
     let (mut n, mut first, mut last) = (0usize, None::<Instant>, None::<Instant>);
@@ -45,6 +66,7 @@ pub(crate) fn sending_rate(at: impl IntoIterator<Item = Instant>) -> f64 {
     n.saturating_sub(1) as f64 / window.max(1e-9)
 }
 
+/// Peak resident set size of this process, MiB.
 pub(crate) fn peak_rss_mib() -> f64 {
     crate::harness::peak_rss_mib_of("self")
 }
@@ -340,8 +362,17 @@ pub async fn ingest_telegram(
         .collect();
     let stats = s.gateway.store.writer_stats();
     let busy0 = stats.busy_micros.load(std::sync::atomic::Ordering::Relaxed);
+    let serial0 = [
+        thread_cpu_seconds("store-writer"),
+        thread_cpu_seconds("sqlx-"),
+    ];
     let started = std::time::Instant::now();
     let gw = drive(url, with_secret, concurrency).await;
+    let serial = [
+        thread_cpu_seconds("store-writer") - serial0[0],
+        thread_cpu_seconds("sqlx-") - serial0[1],
+    ]
+    .map(|s| s * 1e6 / updates as f64);
     let busy = (stats.busy_micros.load(std::sync::atomic::Ordering::Relaxed) - busy0) as f64
         / 1e4
         / started.elapsed().as_secs_f64();
@@ -375,6 +406,12 @@ pub async fn ingest_telegram(
         gw.rate / baseline.rate,
         writes as f64 / commits.max(1) as f64,
         peak_rss_mib()
+    );
+    println!(
+        "CPU per update: store writer thread {:.0} µs, sqlx's worker threads {:.0} µs, whole process {:.0} µs",
+        serial[0],
+        serial[1],
+        gw.cpu * 1e6 / updates as f64
     );
     s.gateway.shutdown().await;
     s.sim.shutdown();

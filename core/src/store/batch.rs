@@ -105,27 +105,17 @@ impl BatchCache {
                 self.messages.insert(m.id.clone(), m);
             }
         }
-        let sent: Vec<&str> = jobs
-            .iter()
-            .filter_map(|(_, t)| match t {
-                Transition::Sent { external_id, .. } => Some(external_id.as_str()),
-                _ => None,
-            })
-            .collect();
-        for chunk in sent.chunks(KEYS_PER_READ) {
-            let mut q = super::sql::Sql::on(
-                &*tx,
-                "SELECT DISTINCT external_id FROM status_reports WHERE message_id IS NULL AND external_id IN (",
-            );
-            q.in_list(chunk.iter().map(|v| (*v).to_owned()));
-            let waiting: Vec<(String,)> = sqlx::query_as_with(sqlx::AssertSqlSafe(q.text), q.args)
-                .fetch_all(&mut *tx)
-                .await?;
-            for ext in chunk {
-                self.early.insert((*ext).to_owned(), false);
+        // Per bot: the reports are keyed by (bot, platform id); without the bot every
+        // transition batch would scan all the reports ever received.
+        let mut sent: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (id, t) in jobs {
+            if let (Transition::Sent { external_id, .. }, Some(m)) = (t, self.messages.get(*id)) {
+                sent.entry(m.bot_id.as_str()).or_default().push(external_id);
             }
-            for (ext,) in waiting {
-                self.early.insert(ext, true);
+        }
+        for (bot, list) in sent {
+            for (ext, waiting) in pairs_in(tx, &REPORT_WAITING, bot, list).await? {
+                self.early.insert(ext, waiting.is_some());
             }
         }
         Ok(())
@@ -349,12 +339,15 @@ impl BatchCache {
     }
 }
 
-/// A value looked up by key within a scope, through a unique index on `(scope, key)`.
+/// A value looked up by key within a scope, through an index that starts with
+/// `(scope, key)` (unique on them, or `filter` picks one row).
 pub(super) struct Lookup {
     table: &'static str,
     scope: &'static str,
     key: &'static str,
     value: &'static str,
+    /// Appended to the subquery's `WHERE` (empty when `(scope, key)` is unique).
+    filter: &'static str,
 }
 
 /// A tenant's contact by phone.
@@ -363,6 +356,7 @@ pub(super) const CONTACT_BY_PHONE: Lookup = Lookup {
     scope: "tenant_id",
     key: "phone",
     value: "id",
+    filter: "",
 };
 
 /// A bot's message by the dedup key of the platform event that created it.
@@ -371,6 +365,7 @@ const MESSAGE_BY_DEDUP_KEY: Lookup = Lookup {
     scope: "bot_id",
     key: "dedup_key",
     value: "id",
+    filter: "",
 };
 
 /// The contact behind a sender's platform id on a bot.
@@ -379,6 +374,7 @@ const CONTACT_BY_IDENTITY: Lookup = Lookup {
     scope: "bot_id",
     key: "external_id",
     value: "contact_id",
+    filter: "",
 };
 
 /// The bot's conversation in a chat.
@@ -387,6 +383,17 @@ const CONVERSATION_BY_CHAT: Lookup = Lookup {
     scope: "bot_id",
     key: "external_chat_id",
     value: "id",
+    filter: "",
+};
+
+/// A delivery report that arrived for a bot's platform message id before the send's
+/// result was committed (any status; `value` is the id when one waits).
+const REPORT_WAITING: Lookup = Lookup {
+    table: "status_reports",
+    scope: "bot_id",
+    key: "external_id",
+    value: "external_id",
+    filter: " AND message_id IS NULL LIMIT 1",
 };
 
 /// The keys as a `VALUES` list, each with its value looked up by a correlated subquery on
@@ -413,7 +420,9 @@ fn push_lookup(q: &mut super::sql::Sql, l: &Lookup, scope: &str, keys: &[&str], 
     q.bind(scope.to_owned())
         .push(" AND ")
         .push(l.key)
-        .push(" = k.column1) FROM (VALUES ");
+        .push(" = k.column1")
+        .push(l.filter)
+        .push(") FROM (VALUES ");
     for (i, k) in keys.iter().enumerate() {
         q.row(i);
         q.bind((*k).to_owned()).push(")");
@@ -525,4 +534,59 @@ pub(super) async fn write_conversations(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::write_inbound::{MESSAGE_IN_CHAT, OUTBOUND_BY_PLATFORM_ID};
+    use super::*;
+
+    /// SQLite's plan for `sql` with its arguments, one line per step.
+    async fn plan(tx: &mut Conn, sql: &str, args: sqlx::any::AnyArguments) -> String {
+        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as_with(
+            sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")),
+            args,
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+        rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("; ")
+    }
+
+    fn two(a: &str, b: &str) -> sqlx::any::AnyArguments {
+        let mut q = super::super::sql::Sql::new("");
+        q.bind(a.to_owned()).bind(b.to_owned());
+        q.args
+    }
+
+    /// The per-message lookups of the hot paths stay index probes: a scan here costs the
+    /// single writer time that grows with the table (a reply read its whole conversation;
+    /// every batch of sends read every delivery report ever received).
+    #[tokio::test]
+    async fn hot_path_lookups_by_platform_id_probe_an_index_instead_of_scanning() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plans.db").display());
+        let store = Store::open(&url, StoreOptions::default()).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        let tx: &mut Conn = &mut conn;
+
+        let reply = plan(tx, MESSAGE_IN_CHAT, two("conversation", "42")).await;
+        assert!(
+            reply.contains("USING INDEX messages_chat_external"),
+            "{reply}"
+        );
+        let report = plan(tx, OUTBOUND_BY_PLATFORM_ID, two("bot", "SM1")).await;
+        assert!(report.contains("USING INDEX messages_external"), "{report}");
+
+        let mut q = super::super::sql::Sql::on(tx, "");
+        push_lookup(&mut q, &REPORT_WAITING, "bot", &["SM1", "SM2"], true);
+        let waiting = plan(tx, &q.text, q.args).await;
+        assert!(waiting.contains("status_reports USING"), "{waiting}");
+        for p in [&reply, &report, &waiting] {
+            assert!(!p.contains("SCAN messages"), "{p}");
+            assert!(!p.contains("SCAN status_reports"), "{p}");
+        }
+        drop(conn);
+        store.close().await;
+    }
 }

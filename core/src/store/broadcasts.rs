@@ -205,10 +205,9 @@ impl Store {
     ) -> Result<Page<Broadcast>, StoreError> {
         let limit = limit(page);
         let mut q = Sql::new(&format!(
-            "SELECT {BROADCAST_COLUMNS} FROM broadcasts WHERE ("
+            "SELECT {BROADCAST_COLUMNS} FROM broadcasts WHERE "
         ));
-        q.bind(scope.param()).push(" = '*' OR tenant_id = ");
-        q.bind(scope.param()).push(")");
+        q.scope("tenant_id", scope);
         q.and_eq("status", filter.status.clone());
         if let Some(t) = filter.since {
             q.push(" AND created_at >= ").bind(to_micros(t));

@@ -62,10 +62,7 @@ impl Store {
     ) -> Result<Page<Group>, StoreError> {
         let limit = limit(page);
         let mut q = Sql::new(GROUP_SELECT);
-        q.push("(")
-            .bind(scope.param())
-            .push(" = '*' OR g.tenant_id = ");
-        q.bind(scope.param()).push(")");
+        q.scope("g.tenant_id", scope);
         if let Some(c) = &page.cursor {
             q.push(" AND g.id > ").bind(decode_cursor(c)?);
         }

@@ -111,10 +111,9 @@ impl Store {
         let mut q = Sql::new(concat!(
             "SELECT ",
             crate::bot_columns!(),
-            " FROM bots WHERE ("
+            " FROM bots WHERE "
         ));
-        q.bind(scope.param()).push(" = '*' OR tenant_id = ");
-        q.bind(scope.param()).push(")");
+        q.scope("tenant_id", scope);
         if let Some(c) = &page.cursor {
             q.push(" AND id > ").bind(decode_cursor(c)?);
         }
@@ -203,10 +202,9 @@ impl Store {
         let mut q = Sql::new(concat!(
             "SELECT ",
             crate::conversation_columns!(),
-            " FROM conversations WHERE ("
+            " FROM conversations WHERE "
         ));
-        q.bind(scope.param()).push(" = '*' OR tenant_id = ");
-        q.bind(scope.param()).push(")");
+        q.scope("tenant_id", scope);
         q.and_eq("bot_id", filter.bot.clone());
         q.and_eq("platform", filter.platform.map(|p| p.as_str().to_string()));
         if let Some(t) = filter.updated_since {
@@ -260,10 +258,9 @@ impl Store {
         let mut q = Sql::new(concat!(
             "SELECT ",
             crate::message_columns!(),
-            " FROM messages WHERE ("
+            " FROM messages WHERE "
         ));
-        q.bind(scope.param()).push(" = '*' OR tenant_id = ");
-        q.bind(scope.param()).push(")");
+        q.scope("tenant_id", scope);
         q.and_eq("bot_id", filter.bot.clone());
         q.and_eq("conversation_id", filter.conversation.clone());
         q.and_eq(
@@ -413,10 +410,9 @@ impl Store {
         page: &PageRequest,
     ) -> Result<Page<Contact>, StoreError> {
         let limit = limit(page);
-        let select = format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE (");
+        let select = format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE ");
         let mut sql = Sql::new(&select);
-        sql.bind(scope.param()).push(" = '*' OR tenant_id = ");
-        sql.bind(scope.param()).push(")");
+        sql.scope("tenant_id", scope);
         if let Some(q) = q.map(str::trim).filter(|q| !q.is_empty()) {
             let pattern = format!(
                 "%{}%",

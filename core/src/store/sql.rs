@@ -77,6 +77,19 @@ impl Sql {
         self.push(if i == 0 { "(" } else { ", (" })
     }
 
+    /// The caller's scope as a condition: `<col> = $n` for a tenant, `1 = 1` for the
+    /// operator. Not one bound `($n = '*' OR <col> = $n)` for both: the planner cannot use
+    /// an index on `(tenant_id, ...)` for that, and a tenant's list read every tenant's rows.
+    pub fn scope(&mut self, col: &str, scope: &super::Scope) -> &mut Self {
+        match scope.tenant() {
+            Some(t) => {
+                self.push(col).push(" = ");
+                self.bind(t.to_owned())
+            }
+            None => self.push("1 = 1"),
+        }
+    }
+
     /// ` AND <col> = $n` when `value` is set.
     pub fn and_eq<T>(&mut self, col: &str, value: Option<T>) -> &mut Self
     where

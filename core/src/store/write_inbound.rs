@@ -11,6 +11,17 @@ use super::*;
 use crate::connector::{ChatRef, InboundMessage, StatusReport};
 use crate::model::event_type as et;
 
+/// A message by its platform id in its chat (a reply's original, an edited message):
+/// Telegram's message ids are unique only per chat. Index `messages_chat_external`.
+pub(super) const MESSAGE_IN_CHAT: &str =
+    "SELECT id FROM messages WHERE conversation_id = $1 AND external_id = $2";
+
+/// An outbound message by the platform id a delivery report names (reports of Twilio,
+/// Africa's Talking and BulkSMS name no chat). Index `messages_external`, which holds only
+/// outbound messages: the query must say `direction = 'outbound'` literally to use it.
+pub(super) const OUTBOUND_BY_PLATFORM_ID: &str =
+    "SELECT id FROM messages WHERE bot_id = $1 AND external_id = $2 AND direction = 'outbound'";
+
 /// The contact behind a sender on a bot: by identity, else by phone, else a new contact.
 pub(super) async fn resolve_sender(
     tx: &mut Conn,
@@ -134,13 +145,11 @@ pub(super) async fn ingest_message(
         Some(_) if in_batch.is_some() => in_batch,
         Some(ext) => {
             // Platform message ids are unique per chat on some platforms (Telegram).
-            let r: Option<(String,)> = sqlx::query_as(
-                "SELECT id FROM messages WHERE conversation_id = $1 AND external_id = $2",
-            )
-            .bind(&conversation.id)
-            .bind(ext)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let r: Option<(String,)> = sqlx::query_as(MESSAGE_IN_CHAT)
+                .bind(&conversation.id)
+                .bind(ext)
+                .fetch_optional(&mut *tx)
+                .await?;
             r.map(|r| r.0)
         }
         None => None,
@@ -188,13 +197,11 @@ pub(super) async fn apply_status(
         "external_id": s.external_id, "status": s.status, "at": s.at, "error": s.error,
     })
     .to_string();
-    let target: Option<(String,)> = sqlx::query_as(
-        "SELECT id FROM messages WHERE bot_id = $1 AND external_id = $2 AND direction = 'outbound'",
-    )
-    .bind(&bot.id)
-    .bind(&s.external_id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let target: Option<(String,)> = sqlx::query_as(OUTBOUND_BY_PLATFORM_ID)
+        .bind(&bot.id)
+        .bind(&s.external_id)
+        .fetch_optional(&mut *tx)
+        .await?;
     let seen = sqlx::query(
         "INSERT INTO status_reports (bot_id, external_id, status, message_id, report, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (bot_id, external_id, status) DO NOTHING",
@@ -327,12 +334,11 @@ pub(super) async fn apply_edit(
     let Some(conversation) = find_conversation(tx, &bot.id, &e.chat_external_id).await? else {
         return Ok(IngestOutcome::StatusUnmatched);
     };
-    let id: Option<(String,)> =
-        sqlx::query_as("SELECT id FROM messages WHERE conversation_id = $1 AND external_id = $2")
-            .bind(&conversation.id)
-            .bind(&e.external_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let id: Option<(String,)> = sqlx::query_as(MESSAGE_IN_CHAT)
+        .bind(&conversation.id)
+        .bind(&e.external_id)
+        .fetch_optional(&mut *tx)
+        .await?;
     let Some((id,)) = id else {
         return Ok(IngestOutcome::StatusUnmatched);
     };
