@@ -115,7 +115,9 @@ impl BatchCache {
         }
         for (bot, list) in sent {
             for (ext, waiting) in pairs_in(tx, &REPORT_WAITING, bot, list).await? {
-                self.early.insert(ext, waiting.is_some());
+                // Keyed by platform id alone: if two bots' sends share one, a report
+                // waiting for either sends both down the path that applies reports.
+                *self.early.entry(ext).or_default() |= waiting.is_some();
             }
         }
         Ok(())
