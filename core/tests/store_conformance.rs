@@ -834,3 +834,83 @@ async fn inbound_messages_committed_together_stay_exact() {
         assert_eq!(a.reply_to.as_deref(), Some(q.as_str()), "{}", b.name);
     }
 }
+
+/// First messages from new senders, many in one batch and on two bots of a tenant: one
+/// contact per phone with an identity on each bot, each conversation naming it.
+#[tokio::test]
+async fn new_senders_committed_together_get_one_contact_per_phone() {
+    for b in backends().await {
+        let s = b.store.clone();
+        tenant_with_bot(&s, "acme", "wa1").await;
+        tenant_with_bot(&s, "acme", "wa2").await;
+        let mut jobs = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let s = s.clone();
+            jobs.spawn(async move {
+                let phone = format!("+2547000000{:02}", i % 5);
+                let mut event = inbound(&format!("k{i}"), &phone, &phone, "hi");
+                let InboundEvent::Message(m) = &mut event else {
+                    unreachable!()
+                };
+                m.sender.as_mut().unwrap().phone = Some(phone);
+                let bot = if i % 2 == 0 { "wa1" } else { "wa2" };
+                s.ingest(bot, vec![event]).await
+            });
+        }
+        while let Some(done) = jobs.join_next().await {
+            let out = done.unwrap().unwrap();
+            assert!(
+                matches!(out[0], IngestOutcome::Stored(_)),
+                "{}: {out:?}",
+                b.name
+            );
+        }
+        let contacts = s
+            .list_contacts(&Scope::All, None, &page(100))
+            .await
+            .unwrap();
+        assert_eq!(contacts.items.len(), 5, "{}: one contact per phone", b.name);
+        for c in &contacts.items {
+            let mut bots: Vec<&str> = c.identities.iter().map(|i| i.bot_id.as_str()).collect();
+            bots.sort_unstable();
+            assert_eq!(bots, ["wa1", "wa2"], "{}: {c:?}", b.name);
+        }
+        let by_phone: std::collections::HashMap<&str, &str> = contacts
+            .items
+            .iter()
+            .map(|c| (c.phone.as_deref().unwrap(), c.id.as_str()))
+            .collect();
+        let conversations = s
+            .list_conversations(&Scope::All, &ConversationFilter::default(), &page(100))
+            .await
+            .unwrap();
+        assert_eq!(conversations.items.len(), 10, "{}", b.name);
+        for c in &conversations.items {
+            assert_eq!(
+                c.contact_id.as_deref(),
+                Some(by_phone[c.external_chat_id.as_str()]),
+                "{}",
+                b.name
+            );
+        }
+        let messages = s
+            .list_messages(&Scope::All, &MessageFilter::default(), &page(100))
+            .await
+            .unwrap();
+        assert_eq!(messages.items.len(), 40, "{}", b.name);
+        assert!(
+            messages.items.iter().all(|m| m.contact_id.as_deref()
+                == Some(
+                    by_phone[conversations
+                        .items
+                        .iter()
+                        .find(|c| c.id == m.conversation_id)
+                        .unwrap()
+                        .external_chat_id
+                        .as_str()]
+                )),
+            "{}",
+            b.name
+        );
+    }
+}

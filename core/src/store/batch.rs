@@ -35,12 +35,35 @@ pub(super) struct BatchCache {
     /// External ids of the batch's `Sent` transitions -> whether delivery reports arrived
     /// for them before (see `apply_early_reports`).
     pub(super) early: HashMap<String, bool>,
+    /// Contacts made for inbound messages' new senders, not inserted yet.
+    new_contacts: Vec<NewContactRow>,
+    /// Those senders' identities (bot, platform id -> contact), not inserted yet.
+    new_identities: Vec<IdentityRow>,
+}
+
+/// A contact made for a new sender: id, tenant, name, phone.
+struct NewContactRow {
+    id: String,
+    tenant: String,
+    name: Option<String>,
+    phone: Option<String>,
+}
+
+/// A sender's identity on a bot.
+struct IdentityRow {
+    bot: String,
+    external_id: String,
+    tenant: String,
+    platform: Platform,
+    contact: String,
 }
 
 /// What one job added to the batch's pending writes.
 #[derive(Default)]
 struct Journal {
     pending: usize,
+    contacts: usize,
+    identities: usize,
     touched: Vec<(String, Option<Conversation>)>,
     dedup: Vec<(String, String)>,
 }
@@ -165,21 +188,32 @@ impl BatchCache {
     pub async fn prefetch_inbound(
         &mut self,
         tx: &mut Conn,
-        jobs: &[(&str, &[InboundEvent])],
+        jobs: &[(Arc<Bot>, &[InboundEvent])],
     ) -> Result<(), StoreError> {
         let mut keys: HashMap<&str, Vec<&str>> = HashMap::new();
         let mut senders: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut phones: HashMap<&str, Vec<&str>> = HashMap::new();
         let mut chats: HashMap<&str, Vec<&str>> = HashMap::new();
         for (bot, events) in jobs {
             for e in events.iter() {
                 if let InboundEvent::Message(m) = e {
-                    keys.entry(bot).or_default().push(&m.dedup_key);
+                    keys.entry(&bot.id).or_default().push(&m.dedup_key);
                     if let Some(s) = &m.sender {
-                        senders.entry(bot).or_default().push(&s.external_id);
+                        senders.entry(&bot.id).or_default().push(&s.external_id);
+                        if let Some(phone) = &s.phone {
+                            phones.entry(&bot.tenant).or_default().push(phone);
+                        }
                     }
-                    chats.entry(bot).or_default().push(&m.chat.external_chat_id);
+                    chats
+                        .entry(&bot.id)
+                        .or_default()
+                        .push(&m.chat.external_chat_id);
                 }
             }
+        }
+        for (tenant, list) in phones {
+            let found = pairs_in(tx, &CONTACT_BY_PHONE, tenant, list).await?;
+            remember(&mut self.contacts, tenant, found);
         }
         for (bot, list) in keys {
             let found = pairs_in(tx, &MESSAGE_BY_DEDUP_KEY, bot, list).await?;
@@ -197,36 +231,70 @@ impl BatchCache {
         Ok(())
     }
 
-    /// True when the inbound events need no statement of their own: only new or repeated
-    /// messages from known senders in known conversations, replying to nothing.
-    pub fn answers_ingest(&self, bot: &str, events: &[InboundEvent]) -> bool {
+    /// True when the inbound events need no statement of their own: messages replying to
+    /// nothing whose dedup key, sender (by identity, else by phone) and conversation the
+    /// batch has read, found or not (a new sender's contact and a new conversation are
+    /// made here and written at the flush).
+    pub fn answers_ingest(&self, bot: &Bot, events: &[InboundEvent]) -> bool {
+        let id = &bot.id;
         events.iter().all(|e| match e {
             InboundEvent::Message(m) => {
                 m.reply_to_external_id.is_none()
-                    && self
-                        .dedup
-                        .contains_key(&(bot.to_owned(), m.dedup_key.clone()))
+                    && self.dedup.contains_key(&(id.clone(), m.dedup_key.clone()))
                     && m.sender.as_ref().is_none_or(|s| {
-                        matches!(
-                            self.identities
-                                .get(&(bot.to_owned(), s.external_id.clone())),
-                            Some(Some(_))
-                        )
+                        match self.identities.get(&(id.clone(), s.external_id.clone())) {
+                            Some(Some(_)) => true,
+                            Some(None) => s.phone.as_ref().is_none_or(|p| {
+                                self.contacts.contains_key(&(bot.tenant.clone(), p.clone()))
+                            }),
+                            None => false,
+                        }
                     })
-                    && matches!(
-                        self.conversations
-                            .get(&(bot.to_owned(), m.chat.external_chat_id.clone())),
-                        Some(Some(_))
-                    )
+                    && self
+                        .conversations
+                        .contains_key(&(id.clone(), m.chat.external_chat_id.clone()))
             }
             _ => false,
         })
+    }
+
+    /// A contact for a new sender (inserted at the next flush), known by its phone from now.
+    pub fn new_contact(&mut self, tenant: &str, name: Option<&str>, phone: Option<&str>) -> String {
+        let id = new_id();
+        if let Some(p) = phone {
+            self.contacts
+                .insert((tenant.to_owned(), p.to_owned()), Some(id.clone()));
+        }
+        self.new_contacts.push(NewContactRow {
+            id: id.clone(),
+            tenant: tenant.to_owned(),
+            name: name.map(str::to_owned),
+            phone: phone.map(str::to_owned),
+        });
+        id
+    }
+
+    /// A sender's identity on `bot` (inserted at the next flush), known from now.
+    pub fn new_identity(&mut self, bot: &Bot, external_id: &str, contact: &str) {
+        self.identities.insert(
+            (bot.id.clone(), external_id.to_owned()),
+            Some(contact.to_owned()),
+        );
+        self.new_identities.push(IdentityRow {
+            bot: bot.id.clone(),
+            external_id: external_id.to_owned(),
+            tenant: bot.tenant.clone(),
+            platform: bot.platform,
+            contact: contact.to_owned(),
+        });
     }
 
     /// Starts a job: what it adds can be taken back with [`abort_job`](Self::abort_job).
     pub fn begin_job(&mut self) {
         self.journal = Journal {
             pending: self.pending.len(),
+            contacts: self.new_contacts.len(),
+            identities: self.new_identities.len(),
             ..Journal::default()
         };
     }
@@ -237,6 +305,8 @@ impl BatchCache {
     pub fn abort_job(&mut self) {
         let journal = std::mem::take(&mut self.journal);
         self.pending.truncate(journal.pending);
+        self.new_contacts.truncate(journal.contacts);
+        self.new_identities.truncate(journal.identities);
         for (id, before) in journal.touched.into_iter().rev() {
             match before {
                 Some(c) => self.touched.insert(id, c),
@@ -287,8 +357,12 @@ impl BatchCache {
         Ok(())
     }
 
-    /// Writes the new and changed messages and conversations.
+    /// Writes the new contacts and identities, the new and changed conversations and
+    /// messages, in that order (each refers to the ones before).
     pub async fn flush(&mut self, tx: &mut Conn) -> Result<(), StoreError> {
+        write_new_senders(tx, &self.new_contacts, &self.new_identities).await?;
+        self.new_contacts.clear();
+        self.new_identities.clear();
         if !self.touched.is_empty() {
             let rows: Vec<Conversation> = self.touched.drain().map(|(_, c)| c).collect();
             write_conversations(tx, &rows).await?;
@@ -497,6 +571,55 @@ pub(super) async fn conversations_in(
         }
     }
     Ok(found)
+}
+
+/// Rows per multi-row insert of new senders' contacts (6 parameters) and identities (5).
+const SENDERS_PER_WRITE: usize = 100;
+
+/// Inserts the contacts made for new senders, then their identities, in multi-row
+/// statements.
+async fn write_new_senders(
+    tx: &mut Conn,
+    contacts: &[NewContactRow],
+    identities: &[IdentityRow],
+) -> Result<(), StoreError> {
+    let now = now_micros();
+    for chunk in contacts.chunks(SENDERS_PER_WRITE) {
+        let mut q = super::sql::Sql::on(
+            tx,
+            "INSERT INTO contacts (id, tenant_id, name, phone, created_at, updated_at) VALUES ",
+        );
+        for (i, c) in chunk.iter().enumerate() {
+            q.row(i);
+            q.bind(c.id.clone()).push(", ");
+            q.bind(c.tenant.clone()).push(", ");
+            q.bind(c.name.clone()).push(", ");
+            q.bind(c.phone.clone()).push(", ");
+            q.bind(now).push(", ");
+            q.bind(now).push(")");
+        }
+        sqlx::query_with::<sqlx::any::Any, _>(sqlx::AssertSqlSafe(q.text), q.args)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for chunk in identities.chunks(SENDERS_PER_WRITE) {
+        let mut q = super::sql::Sql::on(
+            tx,
+            "INSERT INTO contact_identities (bot_id, external_id, tenant_id, platform, contact_id) VALUES ",
+        );
+        for (i, r) in chunk.iter().enumerate() {
+            q.row(i);
+            q.bind(r.bot.clone()).push(", ");
+            q.bind(r.external_id.clone()).push(", ");
+            q.bind(r.tenant.clone()).push(", ");
+            q.bind(r.platform.as_str().to_owned()).push(", ");
+            q.bind(r.contact.clone()).push(")");
+        }
+        sqlx::query_with::<sqlx::any::Any, _>(sqlx::AssertSqlSafe(q.text), q.args)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Rows per multi-row conversation write (11 parameters each).

@@ -22,7 +22,8 @@ pub(super) const MESSAGE_IN_CHAT: &str =
 pub(super) const OUTBOUND_BY_PLATFORM_ID: &str =
     "SELECT id FROM messages WHERE bot_id = $1 AND external_id = $2 AND direction = 'outbound'";
 
-/// The contact behind a sender on a bot: by identity, else by phone, else a new contact.
+/// The contact behind a sender on a bot: by identity, else by phone, else a new contact. A
+/// new contact and identity are kept in the batch and inserted at its flush.
 pub(super) async fn resolve_sender(
     tx: &mut Conn,
     bot: &Bot,
@@ -44,39 +45,25 @@ pub(super) async fn resolve_sender(
     if let Some(id) = known {
         return Ok(id);
     }
-    let by_phone: Option<(String,)> = match &sender.phone {
-        Some(phone) => {
-            sqlx::query_as("SELECT id FROM contacts WHERE tenant_id = $1 AND phone = $2")
-                .bind(&bot.tenant)
-                .bind(phone)
-                .fetch_optional(&mut *tx)
-                .await?
-        }
+    let by_phone = match &sender.phone {
+        Some(phone) => match batch.contact(&bot.tenant, phone) {
+            Some(known) => known,
+            None => sqlx::query_as::<_, (String,)>(
+                "SELECT id FROM contacts WHERE tenant_id = $1 AND phone = $2",
+            )
+            .bind(&bot.tenant)
+            .bind(phone)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|(id,)| id),
+        },
         None => None,
     };
     let contact_id = match by_phone {
-        Some((id,)) => id,
-        None => {
-            insert_contact(
-                tx,
-                &bot.tenant,
-                sender.name.as_deref(),
-                sender.phone.as_deref(),
-            )
-            .await?
-        }
+        Some(id) => id,
+        None => batch.new_contact(&bot.tenant, sender.name.as_deref(), sender.phone.as_deref()),
     };
-    sqlx::query(
-        "INSERT INTO contact_identities (bot_id, external_id, tenant_id, platform, contact_id) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&bot.id)
-    .bind(&sender.external_id)
-    .bind(&bot.tenant)
-    .bind(bot.platform.as_str())
-    .bind(&contact_id)
-    .execute(&mut *tx)
-    .await?;
-    batch.identities.insert(key, Some(contact_id.clone()));
+    batch.new_identity(bot, &key.1, &contact_id);
     Ok(contact_id)
 }
 
@@ -127,7 +114,12 @@ pub(super) async fn ingest_message(
             }
             c
         }
-        None => create_conversation(tx, bot, &m.chat, direct_contact, ev).await?,
+        // Inserted with the batch's other conversation writes (`touch` below).
+        None => {
+            let c = new_conversation(bot, &m.chat, direct_contact);
+            ev.push(conversation_event(&c));
+            c
+        }
     };
     conversation.last_message_at = Some(now);
     conversation.last_inbound_at = Some(now);

@@ -212,14 +212,13 @@ pub(super) async fn find_conversation(
     row.map(Conversation::try_from).transpose()
 }
 
-pub(super) async fn create_conversation(
-    tx: &mut Conn,
+/// A new conversation of `bot` in `chat`, not stored yet.
+pub(super) fn new_conversation(
     bot: &Bot,
     chat: &ChatRef,
     contact_id: Option<String>,
-    ev: &mut Vec<PendingEvent>,
-) -> Result<Conversation, StoreError> {
-    let c = Conversation {
+) -> Conversation {
+    Conversation {
         id: new_id(),
         tenant: bot.tenant.clone(),
         bot_id: bot.id.clone(),
@@ -231,7 +230,17 @@ pub(super) async fn create_conversation(
         last_message_at: None,
         last_inbound_at: None,
         created_at: Utc::now(),
-    };
+    }
+}
+
+pub(super) async fn create_conversation(
+    tx: &mut Conn,
+    bot: &Bot,
+    chat: &ChatRef,
+    contact_id: Option<String>,
+    ev: &mut Vec<PendingEvent>,
+) -> Result<Conversation, StoreError> {
+    let c = new_conversation(bot, chat, contact_id);
     sqlx::query(
         "INSERT INTO conversations (id, tenant_id, bot_id, platform, external_chat_id, kind, title, contact_id, \
          last_message_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9)",

@@ -522,13 +522,16 @@ async fn apply_batch(
             .prefetch_transitions(&mut tx, &transitions)
             .await?;
     }
-    let inbound: Vec<(&str, &[InboundEvent])> = batch
-        .iter()
-        .filter_map(|j| match &j.op {
-            Op::Ingest { bot_id, events } => Some((bot_id.as_str(), events.as_slice())),
-            _ => None,
-        })
-        .collect();
+    // The bots of the inbound jobs, for their tenants (a bot that cannot be loaded fails
+    // its own job below).
+    let mut inbound: Vec<(Arc<Bot>, &[InboundEvent])> = Vec::new();
+    for job in batch {
+        if let Op::Ingest { bot_id, events } = &job.op
+            && let Ok(bot) = ctx.bot(&mut tx, bot_id).await
+        {
+            inbound.push((bot, events.as_slice()));
+        }
+    }
     if !inbound.is_empty() {
         ctx.outbound.prefetch_inbound(&mut tx, &inbound).await?;
     }
@@ -549,7 +552,10 @@ async fn apply_batch(
         let answered = match &job.op {
             Op::Enqueue(new) => ctx.outbound.answers_enqueue(new),
             Op::Transition { id, t } => ctx.outbound.answers_transition(id, t),
-            Op::Ingest { bot_id, events } => ctx.outbound.answers_ingest(bot_id, events),
+            Op::Ingest { bot_id, events } => ctx
+                .bots
+                .get(bot_id)
+                .is_some_and(|(_, bot)| ctx.outbound.answers_ingest(bot, events)),
             _ => false,
         };
         ctx.outbound.begin_job();
