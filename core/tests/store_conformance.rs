@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use switchboard_core::StoreError;
 use switchboard_core::connector::{
-    ChatRef, InboundEvent, InboundMessage, IngestOutcome, SenderRef, StatusReport,
+    ChatRef, EditReport, InboundEvent, InboundMessage, IngestOutcome, SenderRef, StatusReport,
 };
 use switchboard_core::model::*;
 use switchboard_core::secret::Cipher;
@@ -909,6 +909,57 @@ async fn new_senders_committed_together_get_one_contact_per_phone() {
                         .external_chat_id
                         .as_str()]
                 )),
+            "{}",
+            b.name
+        );
+    }
+}
+
+/// One delivery holding a new chat's first message, then an edit of it and the chat's new
+/// title (a polling batch can): the edit and the title find what the message created.
+#[tokio::test]
+async fn edit_and_title_in_the_same_delivery_as_a_new_chats_first_message_apply() {
+    for b in backends().await {
+        let s = b.store.clone();
+        tenant_with_bot(&s, "acme", "tg1").await;
+        let first = inbound("m1", "g1", "u1", "draft");
+        let edit = InboundEvent::Edit(EditReport {
+            dedup_key: "e1".into(),
+            chat_external_id: "g1".into(),
+            external_id: "ext-m1".into(),
+            content: text("final"),
+            at: Utc::now(),
+        });
+        let title = InboundEvent::Chat(ChatRef {
+            external_chat_id: "g1".into(),
+            kind: ConversationKind::Direct,
+            title: Some("Team".into()),
+        });
+        let out = s.ingest("tg1", vec![first, edit, title]).await.unwrap();
+        let IngestOutcome::Stored(id) = &out[0] else {
+            panic!("{}: {out:?}", b.name)
+        };
+        assert!(
+            matches!(out[1], IngestOutcome::StatusApplied(_)),
+            "{}: {out:?}",
+            b.name
+        );
+        let m = s.get_message(&Scope::All, id).await.unwrap();
+        assert!(
+            matches!(&m.content, Content::Text { text } if text == "final"),
+            "{}: {:?}",
+            b.name,
+            m.content
+        );
+        let conversations = s
+            .list_conversations(&Scope::All, &ConversationFilter::default(), &page(10))
+            .await
+            .unwrap();
+        assert_eq!(conversations.items.len(), 1, "{}", b.name);
+        assert_eq!(conversations.items[0].id, m.conversation_id, "{}", b.name);
+        assert_eq!(
+            conversations.items[0].title.as_deref(),
+            Some("Team"),
             "{}",
             b.name
         );

@@ -918,6 +918,11 @@ async fn apply(
             ctx.seen_bots.insert(bot_id.clone());
             let mut outcomes = Vec::with_capacity(events.len());
             for e in events {
+                // The other events' handlers read the store by SQL: what this job added so
+                // far (a conversation it opened, a message an edit names) is written first.
+                if !matches!(e, InboundEvent::Message(_)) {
+                    ctx.outbound.flush(tx).await?;
+                }
                 let outcome = match e {
                     InboundEvent::Message(m) => {
                         ingest_message(tx, &bot, m, ev, &mut ctx.outbound).await?
