@@ -191,10 +191,16 @@ impl Op {
         }
     }
 
-    /// Jobs that look messages up by SQL (a reply's original, an idempotent replay).
+    /// Jobs that look up by SQL what the batch may hold unwritten: a reply's original, an
+    /// idempotent replay, a contact's identity and conversation (a first message from a
+    /// known phone makes them in the batch).
     fn reads_messages(&self) -> bool {
         match self {
-            Op::Enqueue(new) => new.idempotency.is_some() || new.reply_to.is_some(),
+            Op::Enqueue(new) => {
+                new.idempotency.is_some()
+                    || new.reply_to.is_some()
+                    || matches!(new.to, Recipient::Contact(_))
+            }
             Op::Ingest { events, .. } => events
                 .iter()
                 .any(|e| matches!(e, InboundEvent::Message(m) if m.reply_to_external_id.is_some())),
