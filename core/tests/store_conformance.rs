@@ -965,3 +965,65 @@ async fn edit_and_title_in_the_same_delivery_as_a_new_chats_first_message_apply(
         );
     }
 }
+
+/// A first message from a known contact's phone and a send to that contact committed in
+/// one batch (both wait behind a slow import): the send finds the identity and the
+/// conversation the message made.
+#[tokio::test]
+async fn a_send_to_a_contact_sees_the_identity_its_first_message_made_in_the_same_batch() {
+    for b in backends().await {
+        let s = b.store.clone();
+        tenant_with_bot(&s, "acme", "tg1").await;
+        let phone = "+254700000099";
+        let ada = s
+            .create_contact(
+                "acme",
+                NewContact {
+                    name: Some("Ada".into()),
+                    phone: Some(phone.into()),
+                    tags: vec![],
+                    attributes: Default::default(),
+                },
+            )
+            .await
+            .unwrap();
+        let slow: Vec<NewContact> = (0..5000)
+            .map(|i| NewContact {
+                name: None,
+                phone: Some(format!("+2547100{i:05}")),
+                tags: vec![],
+                attributes: Default::default(),
+            })
+            .collect();
+        let mut first = inbound("k1", "user-ada", "user-ada", "hello");
+        let InboundEvent::Message(m) = &mut first else {
+            unreachable!()
+        };
+        m.sender.as_mut().unwrap().phone = Some(phone.into());
+        let mut reply = outbound("acme", "tg1", "", "hi Ada");
+        reply.to = Recipient::Contact(ada.id.clone());
+        let (imported, ingested, sent) = tokio::join!(
+            s.bulk_contacts("acme", slow),
+            s.ingest("tg1", vec![first]),
+            s.enqueue(reply),
+        );
+        imported.unwrap();
+        let ingested = ingested.unwrap();
+        let IngestOutcome::Stored(id) = &ingested[0] else {
+            panic!("{}: {ingested:?}", b.name)
+        };
+        let received = s.get_message(&Scope::All, id).await.unwrap();
+        assert_eq!(
+            received.contact_id.as_deref(),
+            Some(ada.id.as_str()),
+            "{}",
+            b.name
+        );
+        let sent = sent.unwrap_or_else(|e| panic!("{}: {e}", b.name));
+        assert_eq!(
+            sent.message.conversation_id, received.conversation_id,
+            "{}",
+            b.name
+        );
+    }
+}
