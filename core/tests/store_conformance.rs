@@ -1027,3 +1027,49 @@ async fn a_send_to_a_contact_sees_the_identity_its_first_message_made_in_the_sam
         );
     }
 }
+
+/// The counters a restart starts from: messages received, sent and failed per bot.
+#[tokio::test]
+async fn start_up_counts_are_the_bots_received_sent_and_failed_messages() {
+    for b in backends().await {
+        let s = &b.store;
+        tenant_with_bot(s, "acme", "tg1").await;
+        tenant_with_bot(s, "acme", "tg2").await;
+        let events = (0..3)
+            .map(|i| inbound(&format!("k{i}"), "c1", "u1", "hi"))
+            .collect();
+        s.ingest("tg1", events).await.unwrap();
+        s.ingest("tg2", vec![inbound("k9", "c9", "u9", "hi")])
+            .await
+            .unwrap();
+        let sent = s.enqueue(outbound("acme", "tg1", "c1", "a")).await.unwrap();
+        let failed = s.enqueue(outbound("acme", "tg1", "c1", "b")).await.unwrap();
+        s.enqueue(outbound("acme", "tg1", "c1", "still queued"))
+            .await
+            .unwrap();
+        s.mark_sending(&sent.message.id).await.unwrap();
+        s.mark_sent(&sent.message.id, "77", None).await.unwrap();
+        s.mark_sending(&failed.message.id).await.unwrap();
+        let error = MessageError {
+            code: "permanent".into(),
+            message: "blocked".into(),
+            platform_code: None,
+        };
+        s.mark_failed(&failed.message.id, error).await.unwrap();
+        let counts = s.bot_message_counts().await.unwrap();
+        let tg1 = counts["tg1"];
+        assert_eq!(
+            (tg1.received, tg1.sent, tg1.failed),
+            (3, 1, 1),
+            "{}",
+            b.name
+        );
+        let tg2 = counts["tg2"];
+        assert_eq!(
+            (tg2.received, tg2.sent, tg2.failed),
+            (1, 0, 0),
+            "{}",
+            b.name
+        );
+    }
+}
