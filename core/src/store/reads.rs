@@ -154,8 +154,8 @@ impl Store {
 
     /// Messages received, sent and failed per bot, to seed the in-memory counters at
     /// start-up: summed from `message_tallies` (a few hundred rows per bot and week), which
-    /// the writer keeps from the same events the counters count at run time. Counting the
-    /// messages themselves took a second per million at every start.
+    /// the writer keeps from the message events. Counting the messages themselves took a
+    /// second per million at every start.
     pub async fn bot_message_counts(&self) -> Result<HashMap<String, BotCounters>, StoreError> {
         let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
             "SELECT bot_id, CAST(SUM(received) AS BIGINT), CAST(SUM(sent) AS BIGINT), \
