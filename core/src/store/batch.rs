@@ -274,6 +274,25 @@ impl BatchCache {
         id
     }
 
+    /// The tenant's contact with `phone`, as the batch knows it or as stored, else a new
+    /// one (inserted at the next flush).
+    pub async fn contact_for_phone(
+        &mut self,
+        tx: &mut Conn,
+        tenant: &str,
+        phone: &str,
+        name: Option<&str>,
+    ) -> Result<String, StoreError> {
+        let known = match self.contact(tenant, phone) {
+            Some(known) => known,
+            None => super::write_contacts::phone_owner(tx, tenant, phone).await?,
+        };
+        Ok(match known {
+            Some(id) => id,
+            None => self.new_contact(tenant, name, Some(phone)),
+        })
+    }
+
     /// A sender's identity on `bot` (inserted at the next flush), known from now.
     pub fn new_identity(&mut self, bot: &Bot, external_id: &str, contact: &str) {
         self.identities.insert(

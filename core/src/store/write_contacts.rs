@@ -37,7 +37,7 @@ pub struct BulkOutcome {
     pub existing_ids: Vec<String>,
 }
 
-async fn phone_owner(
+pub(super) async fn phone_owner(
     tx: &mut Conn,
     tenant: &str,
     phone: &str,

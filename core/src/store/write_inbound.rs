@@ -16,6 +16,20 @@ use crate::model::event_type as et;
 pub(super) const MESSAGE_IN_CHAT: &str =
     "SELECT id FROM messages WHERE conversation_id = $1 AND external_id = $2";
 
+/// The id of the conversation's message with this platform id ([`MESSAGE_IN_CHAT`]).
+async fn message_in_chat(
+    tx: &mut Conn,
+    conversation: &str,
+    external_id: &str,
+) -> Result<Option<String>, StoreError> {
+    let row: Option<(String,)> = sqlx::query_as(MESSAGE_IN_CHAT)
+        .bind(conversation)
+        .bind(external_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(row.map(|r| r.0))
+}
+
 /// An outbound message by the platform id a delivery report names (reports of Twilio,
 /// Africa's Talking and BulkSMS name no chat). Index `messages_external`, which holds only
 /// outbound messages: the query must say `direction = 'outbound'` literally to use it.
@@ -45,23 +59,14 @@ pub(super) async fn resolve_sender(
     if let Some(id) = known {
         return Ok(id);
     }
-    let by_phone = match &sender.phone {
-        Some(phone) => match batch.contact(&bot.tenant, phone) {
-            Some(known) => known,
-            None => sqlx::query_as::<_, (String,)>(
-                "SELECT id FROM contacts WHERE tenant_id = $1 AND phone = $2",
-            )
-            .bind(&bot.tenant)
-            .bind(phone)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|(id,)| id),
-        },
-        None => None,
-    };
-    let contact_id = match by_phone {
-        Some(id) => id,
-        None => batch.new_contact(&bot.tenant, sender.name.as_deref(), sender.phone.as_deref()),
+    let name = sender.name.as_deref();
+    let contact_id = match &sender.phone {
+        Some(phone) => {
+            batch
+                .contact_for_phone(tx, &bot.tenant, phone, name)
+                .await?
+        }
+        None => batch.new_contact(&bot.tenant, name, None),
     };
     batch.new_identity(bot, &key.1, &contact_id);
     Ok(contact_id)
@@ -135,15 +140,7 @@ pub(super) async fn ingest_message(
     });
     let reply_to = match &m.reply_to_external_id {
         Some(_) if in_batch.is_some() => in_batch,
-        Some(ext) => {
-            // Platform message ids are unique per chat on some platforms (Telegram).
-            let r: Option<(String,)> = sqlx::query_as(MESSAGE_IN_CHAT)
-                .bind(&conversation.id)
-                .bind(ext)
-                .fetch_optional(&mut *tx)
-                .await?;
-            r.map(|r| r.0)
-        }
+        Some(ext) => message_in_chat(tx, &conversation.id, ext).await?,
         None => None,
     };
     let message = Message {
@@ -326,12 +323,7 @@ pub(super) async fn apply_edit(
     let Some(conversation) = find_conversation(tx, &bot.id, &e.chat_external_id).await? else {
         return Ok(IngestOutcome::StatusUnmatched);
     };
-    let id: Option<(String,)> = sqlx::query_as(MESSAGE_IN_CHAT)
-        .bind(&conversation.id)
-        .bind(&e.external_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some((id,)) = id else {
+    let Some(id) = message_in_chat(tx, &conversation.id, &e.external_id).await? else {
         return Ok(IngestOutcome::StatusUnmatched);
     };
     let mut m = load_message(tx, &id).await?;

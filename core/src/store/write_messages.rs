@@ -302,25 +302,3 @@ pub(super) async fn open_conversation(
     };
     create_conversation(tx, bot, &chat, contact_id, ev).await
 }
-
-/// A new contact row; returns its id.
-pub(super) async fn insert_contact(
-    tx: &mut Conn,
-    tenant: &str,
-    name: Option<&str>,
-    phone: Option<&str>,
-) -> Result<String, StoreError> {
-    let id = new_id();
-    let now = now_micros();
-    sqlx::query(
-        "INSERT INTO contacts (id, tenant_id, name, phone, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
-    )
-    .bind(&id)
-    .bind(tenant)
-    .bind(name)
-    .bind(phone)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    Ok(id)
-}

@@ -207,27 +207,9 @@ pub(super) async fn resolve_recipient(
                     bot.platform
                 )));
             }
-            let contact = match batch.contact(&bot.tenant, phone) {
-                Some(known) => known,
-                None => sqlx::query_as::<_, (String,)>(
-                    "SELECT id FROM contacts WHERE tenant_id = $1 AND phone = $2",
-                )
-                .bind(&bot.tenant)
-                .bind(phone)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|(id,)| id),
-            };
-            let contact_id = match contact {
-                Some(id) => id,
-                None => {
-                    let id = insert_contact(tx, &bot.tenant, None, Some(phone)).await?;
-                    batch
-                        .contacts
-                        .insert((bot.tenant.clone(), phone.clone()), Some(id.clone()));
-                    id
-                }
-            };
+            let contact_id = batch
+                .contact_for_phone(tx, &bot.tenant, phone, None)
+                .await?;
             let c = batch_conversation(
                 tx,
                 bot,

@@ -194,7 +194,7 @@ impl Op {
     /// Jobs that look up by SQL what the batch may hold unwritten: a reply's original, an
     /// idempotent replay, a contact's identity and conversation (a first message from a
     /// known phone makes them in the batch).
-    fn reads_messages(&self) -> bool {
+    fn reads_pending(&self) -> bool {
         match self {
             Op::Enqueue(new) => {
                 new.idempotency.is_some()
@@ -543,12 +543,13 @@ async fn apply_batch(
     }
     for job in batch {
         // Enqueues, outbox transitions and inbound messages leave what the batch read true
-        // (their own changes are kept in it); anything else reads the store afresh. A reply
-        // looks its original up by SQL, which must see the batch's messages.
+        // (their own changes are kept in it); anything else reads the store afresh. A job
+        // that reads by SQL what the batch holds unwritten (`reads_pending`) gets it written
+        // first.
         if !job.op.keeps_batch_reads() {
             ctx.outbound.flush(&mut tx).await?;
             ctx.outbound.forget();
-        } else if job.op.reads_messages() {
+        } else if job.op.reads_pending() {
             ctx.outbound.flush(&mut tx).await?;
         }
         // A savepoint isolates a job that fails half-way. A job that writes nothing of its
