@@ -150,6 +150,9 @@ enum Scenario {
         messages: usize,
         #[arg(long, default_value_t = 1000)]
         rate: usize,
+        /// The gateway's `[feed] write_gap_ms` (default: the gateway's own, 5).
+        #[arg(long)]
+        write_gap_ms: Option<u64>,
     },
     /// Many bots in one process: time until all are running, peak RSS (vs one bot).
     Bots {
@@ -186,7 +189,8 @@ async fn main() -> anyhow::Result<()> {
             clients,
             messages,
             rate,
-        } => feed::feed(clients, messages, rate).await,
+            write_gap_ms,
+        } => feed::feed(clients, messages, rate, write_gap_ms).await,
         Scenario::PacingTelegram {
             messages,
             chats,

@@ -6,7 +6,8 @@
 //! whose live buffer overflowed, or whose socket does not take a frame within the send
 //! timeout, gets `feed.lagged` (with the last seq it received) and is closed; it resumes with
 //! `since`. Other clients are never slowed: the store publishes into a broadcast channel that
-//! never waits for a subscriber.
+//! never waits for a subscriber. While events keep coming, a client gets at most one write
+//! per write gap (5 ms by default), holding every event that arrived meanwhile.
 
 use std::sync::Arc;
 
@@ -36,8 +37,12 @@ pub struct FeedQuery {
 }
 
 const REPLAY_PAGE: u32 = 1000;
-/// At most this many frames go out in one write (and one flush).
-const WRITE_BATCH: usize = 64;
+/// At most this many frames go out in one write (and one flush). With the write gap
+/// (`FeedSettings::write_gap`, 5 ms by default) that allows 51,200 frames a second per client.
+const WRITE_BATCH: usize = 256;
+/// What a client may send (pongs, a close with its reason) and the buffer its reads go into.
+const CLIENT_MAX_MESSAGE: usize = 16 << 10;
+const CLIENT_READ_BUFFER: usize = 4 << 10;
 /// How long the last frames (`feed.lagged`, close) may wait for a slow socket.
 const GOODBYE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -61,6 +66,12 @@ pub async fn feed(
     };
     // Subscribe before the replay is read: see the module docs.
     let live = s.store.subscribe();
+    // A client only sends pongs and its close: small reads, and no 64 MiB message (the
+    // library's default) held for it. The write buffer holds one batch of frames.
+    let ws = ws
+        .read_buffer_size(CLIENT_READ_BUFFER)
+        .max_message_size(CLIENT_MAX_MESSAGE)
+        .max_frame_size(CLIENT_MAX_MESSAGE);
     Ok(ws.on_upgrade(move |socket| async move {
         metrics::gauge!(switchboard_core::metrics::FEED_CLIENTS).increment(1.0);
         let outcome = serve(socket, &s, &tenant, since, &filter, live).await;
@@ -149,10 +160,20 @@ async fn serve(
         }
         let mut ping = tokio::time::interval(s.feed.ping_interval);
         ping.tick().await;
+        let mut wrote_at: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 r = live.recv() => match r {
                     Ok(e) => {
+                        // Soon after a write, wait out the gap: the events arriving meanwhile
+                        // share the next write. One write and one wake-up per event to each
+                        // of a thousand clients cost more CPU than the events themselves.
+                        if let Some(at) = wrote_at {
+                            let due = at + s.feed.write_gap;
+                            if due > tokio::time::Instant::now() {
+                                tokio::time::sleep_until(due).await;
+                            }
+                        }
                         // Whatever else is already waiting goes out in the same write.
                         let mut frames = Vec::new();
                         let mut next = Some(e);
@@ -179,6 +200,7 @@ async fn serve(
                         }
                         if !frames.is_empty() {
                             send(&mut tx, frames, timeout, &gone).await?;
+                            wrote_at = Some(tokio::time::Instant::now());
                         }
                         if closed {
                             return Ok(());

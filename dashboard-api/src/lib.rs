@@ -79,6 +79,9 @@ pub trait Control: Send + Sync + 'static {
 pub struct FeedSettings {
     pub ping_interval: Duration,
     pub send_timeout: Duration,
+    /// Least time between two writes to one client while events keep coming: what arrives
+    /// meanwhile goes out in the next write.
+    pub write_gap: Duration,
 }
 
 /// Shared state of every handler.

@@ -189,6 +189,7 @@ impl Gateway {
             feed: FeedSettings {
                 ping_interval: Duration::from_millis(config.feed.ping_interval_ms),
                 send_timeout: Duration::from_millis(config.feed.send_timeout_ms),
+                write_gap: Duration::from_millis(config.feed.write_gap_ms),
             },
             closing: closing.clone(),
         });
@@ -212,6 +213,13 @@ impl Gateway {
             .await
             .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
         let addr = listener.local_addr()?;
+        // No Nagle: a feed's frames are small writes in quick succession, and the second
+        // would wait for the client's delayed ACK (up to 40 ms on Linux).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+        });
         let stop = closing.clone();
         let server = tokio::spawn(async move {
             let r = axum::serve(listener, app)

@@ -102,6 +102,7 @@ pub struct FeedConfig {
     pub buffer: usize,
     pub ping_interval_ms: u64,
     pub send_timeout_ms: u64,
+    pub write_gap_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -535,7 +536,12 @@ impl Reader<'_> {
             .table(
                 root,
                 "feed",
-                &["buffer", "ping_interval_ms", "send_timeout_ms"],
+                &[
+                    "buffer",
+                    "ping_interval_ms",
+                    "send_timeout_ms",
+                    "write_gap_ms",
+                ],
             )
             .cloned();
         let f = f.as_ref();
@@ -543,6 +549,7 @@ impl Reader<'_> {
             buffer: self.int(f, "feed", "buffer", 4096, 16, 1_000_000) as usize,
             ping_interval_ms: self.int(f, "feed", "ping_interval_ms", 20_000, 10, 3_600_000),
             send_timeout_ms: self.int(f, "feed", "send_timeout_ms", 10_000, 10, 600_000),
+            write_gap_ms: self.int(f, "feed", "write_gap_ms", 5, 0, 1_000),
         };
         let l = self.table(root, "log", &["format", "level"]).cloned();
         let format = self

@@ -273,3 +273,37 @@ async fn a_lagging_client_gets_feed_lagged_and_is_closed_while_others_keep_up() 
     assert_eq!(e["seq"].as_i64().unwrap(), last_seq + 1);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn events_arriving_within_the_write_gap_all_arrive_in_order() {
+    // A long gap, so that nearly every write carries many frames (and some more than one
+    // write's worth).
+    let t = TestGateway::start(Options {
+        extra_toml: "[feed]\nwrite_gap_ms = 100\n".into(),
+        ..Default::default()
+    })
+    .await;
+    t.create_bot(ACME_KEY, "gap-bot", json!({"webhook_secret": "s1"}))
+        .await;
+    t.wait_state(ACME_KEY, "gap-bot", "running", Duration::from_secs(5))
+        .await;
+    let mut ws = connect(&t, ACME_KEY, "?types=message.received").await;
+    const N: i64 = 600;
+    futures::stream::iter(0..N)
+        .for_each_concurrent(32, |u| inbound(&t, "gap-bot", "s1", u))
+        .await;
+    let mut seqs = Vec::new();
+    let mut texts = std::collections::BTreeSet::new();
+    while seqs.len() < N as usize {
+        let Some(e) = next_event(&mut ws, Duration::from_secs(5)).await else {
+            break;
+        };
+        seqs.push(e["seq"].as_i64().unwrap());
+        texts.insert(e["data"]["content"]["text"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seqs.len(), N as usize, "every event arrived");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in seq order");
+    assert_eq!(texts.len(), N as usize, "each message once");
+    drop(ws);
+    t.stop().await;
+}
