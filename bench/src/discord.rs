@@ -151,6 +151,33 @@ api_base = "{api_base}"
         cpu,
         peak_rss_mib()
     );
+    // Where the 429s fell, and the most requests the simulator saw in any one second.
+    let requests = sim.requests();
+    let posts: Vec<Instant> = requests
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.at)
+        .collect();
+    let busiest = posts
+        .iter()
+        .enumerate()
+        .map(|(i, at)| {
+            posts[i..]
+                .iter()
+                .take_while(|t| t.duration_since(*at) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    println!("most requests in any one second (simulator's clock): {busiest}");
+    for r in requests.iter().filter(|r| r.status == 429) {
+        println!(
+            "429 at {:.3} s: {} {}",
+            r.at.duration_since(started).as_secs_f64(),
+            r.method,
+            r.path
+        );
+    }
     gateway.shutdown().await;
     sim.shutdown();
     Ok(())
