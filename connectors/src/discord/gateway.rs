@@ -31,6 +31,9 @@ pub(crate) struct SavedSession {
     pub session_id: String,
     pub sequence: u64,
     pub resume_url: Option<String>,
+    /// The bot's own user id, from READY (a resumed session gets no READY).
+    #[serde(default)]
+    pub user_id: Option<String>,
 }
 
 /// A dispatch frame, with `d` left raw.
@@ -90,6 +93,7 @@ impl DiscordConnector {
                     session_id: session.id().to_owned(),
                     sequence: session.sequence(),
                     resume_url: resume_url.map(str::to_owned),
+                    user_id: self.known_user_id(),
                 });
             }
         }
@@ -139,10 +143,6 @@ pub(crate) async fn run(
     connector: &DiscordConnector,
     ctx: RunContext,
 ) -> Result<(), ConnectorError> {
-    let me = tokio::select! {
-        r = connector.me() => r?,
-        _ = ctx.cancel.cancelled() => return Ok(()),
-    };
     let url = tokio::select! {
         r = connector.prepare_identify() => r?,
         _ = ctx.cancel.cancelled() => return Ok(()),
@@ -151,7 +151,24 @@ pub(crate) async fn run(
         && let Ok(Some(raw)) = ctx.cursors.get(&connector.bot_id, SESSION_CURSOR).await
         && let Ok(saved) = serde_json::from_str::<SavedSession>(&raw)
     {
+        if let Some(id) = &saved.user_id {
+            connector.set_user_id(id);
+        }
         connector.save_session(Some(saved));
+    }
+    // The bot's own user id skips its own messages. READY names it; a session resumed from
+    // a save made before the id was saved gets no READY, so it is asked for (best effort).
+    if connector.known_user_id().is_none() && connector.saved_session().is_some() {
+        match connector.rest.current_user().await {
+            Ok(user) => {
+                if let Some(id) = user["id"].as_str() {
+                    connector.set_user_id(id);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(bot = %connector.bot_id, error = %e, "Discord: the bot's own user id is unknown until the next READY");
+            }
+        }
     }
     let mut config = ConfigBuilder::new(
         connector.token.expose().to_owned(),
@@ -203,14 +220,19 @@ pub(crate) async fn run(
         if frame.op != 0 {
             continue;
         }
-        let own = Some(me.user_id.as_str());
+        if frame.t.as_deref() == Some("READY")
+            && let Some(id) = frame.d["user"]["id"].as_str()
+        {
+            connector.set_user_id(id);
+        }
+        let own = connector.known_user_id();
         let event = match frame.t.as_deref() {
             Some("READY") | Some("RESUMED") => {
                 ctx.health.running();
                 None
             }
-            Some("MESSAGE_CREATE") => inbound::message_create(&frame.d, own),
-            Some("MESSAGE_UPDATE") => inbound::message_update(&frame.d, own),
+            Some("MESSAGE_CREATE") => inbound::message_create(&frame.d, own.as_deref()),
+            Some("MESSAGE_UPDATE") => inbound::message_update(&frame.d, own.as_deref()),
             Some("INTERACTION_CREATE") => inbound::interaction(&frame.d),
             _ => None,
         };

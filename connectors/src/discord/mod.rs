@@ -281,7 +281,7 @@ impl ConnectorFactory for DiscordFactory {
     }
 }
 
-/// Who the bot is on Discord (from `GET /users/@me`).
+/// Who the bot is on Discord (from READY's `user`).
 #[derive(Debug, Clone)]
 pub(crate) struct Me {
     pub user_id: String,
@@ -310,18 +310,22 @@ impl std::fmt::Debug for DiscordConnector {
 
 impl DiscordConnector {
     /// The bot's identity, asked once per connector (and again after a failure).
-    pub(crate) async fn me(&self) -> Result<Me, ConnectorError> {
-        if let Some(me) = self.me.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            return Ok(me);
+    /// The bot's own user id, once READY (or a saved session) named it.
+    pub(crate) fn known_user_id(&self) -> Option<String> {
+        self.me
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|m| m.user_id.clone())
+    }
+
+    pub(crate) fn set_user_id(&self, id: &str) {
+        let mut me = self.me.lock().unwrap_or_else(|e| e.into_inner());
+        if me.as_ref().is_none_or(|m| m.user_id != id) {
+            *me = Some(Me {
+                user_id: id.to_owned(),
+            });
         }
-        let user = self.rest.current_user().await?;
-        let id = user["id"]
-            .as_str()
-            .ok_or_else(|| ConnectorError::transient("GET /users/@me answered without an id"))?
-            .to_owned();
-        let me = Me { user_id: id };
-        *self.me.lock().unwrap_or_else(|e| e.into_inner()) = Some(me.clone());
-        Ok(me)
     }
 }
 
@@ -335,8 +339,9 @@ impl Connector for DiscordConnector {
         outbound::send(self, request).await
     }
 
+    /// `GET /gateway/bot`: the token is accepted (401 otherwise) and REST answers.
     async fn probe(&self) -> Result<(), ConnectorError> {
-        self.rest.current_user().await.map(|_| ())
+        self.rest.gateway_bot().await.map(|_| ())
     }
 
     fn pacer(&self, policy: RatePolicy) -> Arc<dyn Pacer> {

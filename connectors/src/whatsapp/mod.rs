@@ -285,11 +285,20 @@ impl std::fmt::Debug for WhatsAppConnector {
 
 #[async_trait]
 impl Connector for WhatsAppConnector {
-    /// Webhook-only: check the credentials once, then wait.
+    /// Webhook-only: check the credentials once, then wait. Only a refused token (or a
+    /// config error) stops the bot: the webhook works without the Graph API, and a Graph API
+    /// that cannot be reached now is reported by the periodic probe and by the sends.
     async fn run(&self, ctx: RunContext) -> Result<(), ConnectorError> {
-        tokio::select! {
-            r = self.probe() => r?,
+        let checked = tokio::select! {
+            r = self.probe() => r,
             _ = ctx.cancel.cancelled() => return Ok(()),
+        };
+        match checked {
+            Err(e) if e.is_fatal_for_bot() => return Err(e),
+            Err(e) => {
+                tracing::warn!(bot = %self.bot_id, error = %e, "WhatsApp: the Graph API could not be reached to check the number; receiving anyway");
+            }
+            Ok(()) => {}
         }
         ctx.health.running();
         ctx.cancel.cancelled().await;
@@ -300,9 +309,15 @@ impl Connector for WhatsAppConnector {
         self.send_message(request).await
     }
 
+    /// `GET /{phone_number_id}`: a refused token is an error; an answer that only says the
+    /// node cannot be read (a Graph API or a model without that endpoint, a token scoped to
+    /// sending) proves the API is up and says nothing against the token.
     async fn probe(&self) -> Result<(), ConnectorError> {
         let url = format!("{}/{}", self.settings.graph, self.settings.phone_number_id);
-        self.graph_get(&url).await.map(|_| ())
+        match self.graph_get(&url).await {
+            Ok(_) | Err(ConnectorError::Permanent { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn fetch_media(&self, content: &Content) -> Result<MediaDownload, ConnectorError> {

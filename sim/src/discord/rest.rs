@@ -1,6 +1,6 @@
 //! The REST API under `/api/v10`: authentication (`Authorization: Bot <token>`), the global
 //! per-bot limit, and the routes a bot gateway uses: `GET /gateway`, `GET /gateway/bot`,
-//! `GET /users/@me`, `GET /channels/{id}`, `POST /channels/{id}/messages` (with its per-channel
+//! `GET /channels/{id}`, `POST /channels/{id}/messages` (with its per-channel
 //! bucket and headers on every answer) and `POST /interactions/{id}/{token}/callback`.
 //!
 //! Order of checks, as Discord: token (401), global limit (429), route bucket (429), then the
@@ -36,7 +36,6 @@ pub(super) fn router(sim: DiscordSim) -> Router {
     let api = Router::new()
         .route("/gateway", get(gateway))
         .route("/gateway/bot", get(gateway_bot))
-        .route("/users/@me", get(current_user))
         .route("/channels/{channel_id}", get(channel))
         .route("/channels/{channel_id}/messages", post(create_message))
         .route(
@@ -156,15 +155,6 @@ async fn gateway_bot(
             "max_concurrency": 1,
         },
     })))
-}
-
-async fn current_user(
-    State(sim): State<DiscordSim>,
-    BotToken(token): BotToken,
-) -> Result<Json<Value>, DiscordError> {
-    let world = sim.world();
-    let bot = world.bot(&token).ok_or_else(DiscordError::unauthorized)?;
-    Ok(Json(shapes::current_user(&bot.user_id, &bot.username)))
 }
 
 async fn channel(

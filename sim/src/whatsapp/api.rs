@@ -31,17 +31,6 @@ use crate::framework::server::{self, Gate, RequestLabel};
 /// Meta accepts documents up to 100 MB.
 const MAX_BODY: usize = 101 * 1024 * 1024;
 
-/// Fields of the phone number object the simulator knows.
-const PHONE_FIELDS: [&str; 7] = [
-    "verified_name",
-    "display_phone_number",
-    "quality_rating",
-    "platform_type",
-    "throughput",
-    "code_verification_status",
-    "name_status",
-];
-
 /// The Graph API and download routes, recorded and (for Graph calls) fault-injected.
 pub(super) fn router(sim: WhatsAppSim) -> Router {
     let gate = Gate {
@@ -129,12 +118,6 @@ fn access_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
     })
 }
 
-fn query_param(uri: &Uri, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(uri.query()?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
 impl WhatsAppSim {
     /// Answers a Graph error, counting its code (and rate limits in `responses_429`).
     pub(super) fn answer_error(&self, error: GraphError) -> Response {
@@ -175,16 +158,13 @@ async fn route(sim: &WhatsAppSim, path: &str, request: Request) -> Result<Respon
             let body = read_params(request).await;
             messages(sim, id, &body).map(|v| Json(v).into_response())
         }
-        [id] if method == Method::GET => {
-            if owns(id) {
-                return Ok(Json(phone_object(sim, id, request.uri())).into_response());
-            }
-            phones
-                .iter()
-                .find_map(|p| media::metadata(sim, id, p))
-                .map(|v| Json(v).into_response())
-                .ok_or_else(|| GraphError::unsupported("get", id))
-        }
+        // `GET /{media_id}`. A phone number's own node is not offered (PLATFORMS.md lists
+        // only the media nodes): a gateway must not depend on it.
+        [id] if method == Method::GET => phones
+            .iter()
+            .find_map(|p| media::metadata(sim, id, p))
+            .map(|v| Json(v).into_response())
+            .ok_or_else(|| GraphError::unsupported("get", id)),
         [id] if method == Method::DELETE => {
             if phones.iter().any(|p| media::delete(sim, id, p)) {
                 Ok(Json(json!({ "success": true })).into_response())
@@ -305,36 +285,6 @@ fn send_message(
         "contacts": [{ "input": send.to, "wa_id": send.wa_id }],
         "messages": [message],
     }))
-}
-
-/// `GET /{phone_number_id}`: the default fields, or those `fields=` names (plus `id`).
-fn phone_object(sim: &WhatsAppSim, phone_number_id: &str, uri: &Uri) -> Value {
-    let mut world = sim.world();
-    let Ok(phone) = world.phone(phone_number_id) else {
-        return json!({ "id": phone_number_id });
-    };
-    let phone = &phone.phone;
-    let all = json!({
-        "verified_name": phone.verified_name,
-        "display_phone_number": phone.display_phone_number,
-        "quality_rating": "GREEN",
-        "platform_type": "CLOUD_API",
-        "throughput": { "level": "STANDARD" },
-        "code_verification_status": "VERIFIED",
-        "name_status": "APPROVED",
-    });
-    let wanted: Vec<String> = match query_param(uri, "fields") {
-        Some(fields) => fields.split(',').map(|f| f.trim().to_owned()).collect(),
-        None => PHONE_FIELDS[..3].iter().map(|f| (*f).to_owned()).collect(),
-    };
-    let mut object = Map::new();
-    for field in &wanted {
-        if let Some(value) = all.get(field) {
-            object.insert(field.clone(), value.clone());
-        }
-    }
-    object.insert("id".into(), json!(phone.phone_number_id));
-    Value::Object(object)
 }
 
 async fn download(
