@@ -254,6 +254,19 @@ async fn outbound_messages_reach_telegram_with_chat_text_buttons_and_reply() {
         json!({"type": "button_reply", "id": "y", "title": "Yes"})
     );
     assert_eq!(msgs[1]["reply_to"], buttons.as_str());
+    // The press is answered (the user's spinner stops), once it is stored.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !sim
+        .sent(TOKEN)
+        .iter()
+        .any(|s| s.method == "answercallbackquery")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the callback query was never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Refused before it is queued: splitting forbidden, templates.
     let (s, p) = t
         .post(

@@ -214,7 +214,8 @@ impl Provider for Twilio {
         WebhookResponse {
             status: 200,
             content_type: "text/xml",
-            body: b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>".to_vec(),
+            // Exactly the empty TwiML document Twilio documents for "no reply".
+            body: b"<Response></Response>".to_vec(),
         }
     }
 

@@ -98,6 +98,7 @@ impl TelegramConnector {
                 .deliver(&self.bot_id, events)
                 .await
                 .map_err(|e| ConnectorError::transient(format!("cannot store updates: {e}")))?;
+            self.answer_callbacks(&updates);
             offset = next as i32;
             if let Err(e) = ctx
                 .cursors
@@ -105,6 +106,24 @@ impl TelegramConnector {
                 .await
             {
                 tracing::warn!(bot = %self.bot_id, error = %e, "cannot persist the polling offset; dedup covers a refetch");
+            }
+        }
+    }
+
+    /// Answers the button presses among `updates` once they are stored: Telegram shows the
+    /// user a spinner until the callback query is answered. Not awaited (the webhook's answer
+    /// and the next poll do not wait for it); a failure only leaves the spinner to time out.
+    fn answer_callbacks(&self, updates: &[Update]) {
+        for update in updates {
+            if let UpdateKind::CallbackQuery(q) = &update.kind {
+                let api = self.api.clone();
+                let id = q.id.clone();
+                let bot = self.bot_id.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = api.answer_callback_query(id).await {
+                        tracing::debug!(bot, error = %e, "answerCallbackQuery failed");
+                    }
+                });
             }
         }
     }
@@ -170,7 +189,10 @@ impl TelegramConnector {
             Err(e) => return WebhookResponse::text(400, format!("not a Telegram Update: {e}")),
         };
         match sink.deliver(&self.bot_id, normalize(&update)).await {
-            Ok(_) => WebhookResponse::json(200, &serde_json::json!({})),
+            Ok(_) => {
+                self.answer_callbacks(std::slice::from_ref(&update));
+                WebhookResponse::json(200, &serde_json::json!({}))
+            }
             Err(e) => {
                 tracing::error!(bot = %self.bot_id, error = %e, "cannot store a Telegram update; Telegram will retry");
                 WebhookResponse::text(500, "not stored; retry")

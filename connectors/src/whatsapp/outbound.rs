@@ -9,8 +9,11 @@ use switchboard_core::model::{Content, MediaKind};
 
 use super::{MAX_TEXT, WhatsAppConnector};
 
-/// Meta's codes that mean "slow down": throughput, pair rate, app and account call limits.
-const RATE_LIMITED: &[i64] = &[130429, 131056, 4, 80007, 613];
+/// Meta's codes that mean "slow down": throughput, pair rate, app and account call limits,
+/// the spam (quality) limit on the number.
+const RATE_LIMITED: &[i64] = &[130429, 131056, 4, 80007, 613, 131048];
+/// The pair rate lets about one message per 6 s through to one user once its burst is spent.
+const PAIR_RATE_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// Maps a Graph error answer to the one classification.
 pub fn classify(http_status: u16, body: &Value) -> ConnectorError {
@@ -27,7 +30,7 @@ pub fn classify(http_status: u16, body: &Value) -> ConnectorError {
     );
     match code {
         Some(c) if RATE_LIMITED.contains(&c) => ConnectorError::RateLimited {
-            retry_after: None,
+            retry_after: (c == 131056).then_some(PAIR_RATE_WAIT),
             // The pair rate is one recipient's; the others are the number's or the app's.
             whole_bot: c != 131056,
             message,
@@ -296,6 +299,14 @@ mod tests {
             classify(400, &err(131056)),
             ConnectorError::RateLimited {
                 whole_bot: false,
+                retry_after: Some(PAIR_RATE_WAIT),
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(400, &err(131048)),
+            ConnectorError::RateLimited {
+                whole_bot: true,
                 ..
             }
         ));
