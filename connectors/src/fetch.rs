@@ -34,7 +34,8 @@ pub struct Fetched {
     pub file_name: String,
 }
 
-fn is_private(ip: IpAddr) -> bool {
+/// Loopback, private, link-local (cloud metadata), unspecified, multicast or CGNAT.
+pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();
@@ -56,6 +57,43 @@ fn is_private(ip: IpAddr) -> bool {
                 || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
         }
     }
+}
+
+/// Resolves `url`'s host once, for a connection pinned to the address returned (no second
+/// lookup that DNS rebinding could answer differently). A host resolving to a private or local
+/// address is refused unless `allowed` names the host or one of its addresses.
+pub async fn resolve_public(
+    url: &url::Url,
+    allowed: &[String],
+) -> Result<(String, SocketAddr), String> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("only http and https URLs".into());
+    }
+    let host = url.host_str().ok_or("the URL has no host")?;
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot resolve {bare}: {e}"))?
+        .collect();
+    let addr = *addrs
+        .first()
+        .ok_or_else(|| format!("{bare} has no address"))?;
+    let listed = |a: &SocketAddr| {
+        allowed.iter().any(|h| {
+            h.eq_ignore_ascii_case(&bare) || h.parse::<IpAddr>().is_ok_and(|ip| ip == a.ip())
+        })
+    };
+    if let Some(private) = addrs.iter().find(|a| is_private(a.ip()) && !listed(a)) {
+        return Err(format!(
+            "{bare} resolves to {}, a private or local address (security.webhook_allowed_hosts can allow it)",
+            private.ip()
+        ));
+    }
+    Ok((bare, addr))
 }
 
 /// Fetches `url` under `options`.

@@ -15,7 +15,7 @@ pub mod telegram;
 mod text;
 pub mod whatsapp;
 
-pub use fetch::{ConnectorOptions, fetch_media};
+pub use fetch::{ConnectorOptions, fetch_media, is_private, resolve_public};
 
 /// Every connector of this build, with the default options.
 pub fn registry() -> ConnectorRegistry {

@@ -15,6 +15,10 @@ pub const BOT_STATE: &str = "switchboard_bot_state";
 pub const OUTBOX_DEPTH: &str = "switchboard_outbox_queue_depth";
 pub const FEED_CLIENTS: &str = "switchboard_feed_clients";
 pub const FEED_LAGGED: &str = "switchboard_feed_lagged_total";
+/// Outbound webhooks: deliveries answered 2xx, failed attempts, deliveries given up on.
+pub const WEBHOOK_DELIVERIES: &str = "switchboard_webhook_deliveries_total";
+pub const WEBHOOK_FAILURES: &str = "switchboard_webhook_failures_total";
+pub const WEBHOOK_DEAD_LETTERS: &str = "switchboard_webhook_dead_letters_total";
 pub const HTTP_REQUEST_SECONDS: &str = "switchboard_http_request_duration_seconds";
 pub const STORE_COMMIT_SECONDS: &str = "switchboard_store_commit_duration_seconds";
 pub const STORE_BATCH_SIZE: &str = "switchboard_store_batch_size";

@@ -215,6 +215,42 @@ pub struct Group {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A tenant's outbound webhook: every event of `types` (all when empty) is POSTed to `url`,
+/// signed with the subscription's secret (never shown again after its creation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookSubscription {
+    pub id: String,
+    pub tenant: String,
+    pub url: String,
+    pub types: Vec<String>,
+    /// The last event seq delivered or waiting for a retry.
+    pub delivered_seq: i64,
+    /// Deliveries failing and being retried now.
+    pub retrying: u64,
+    /// Deliveries given up on (see `/v1/webhooks/{id}/dead-letters`).
+    pub dead_letters: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A delivery of one event to a subscription that failed: retried with backoff, and after
+/// the retry period a dead letter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookFailure {
+    pub subscription_id: String,
+    /// The event's seq (`GET /v1/events?since=<seq - 1>&limit=1` shows it).
+    pub seq: i64,
+    /// `retrying` or `dead`.
+    pub state: String,
+    pub attempts: u32,
+    pub first_attempt_at: DateTime<Utc>,
+    pub last_attempt_at: DateTime<Utc>,
+    /// When it is tried next (`retrying` only).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The endpoint's HTTP status, if it answered.
+    pub last_status: Option<u16>,
+    pub last_error: String,
+}
+
 /// One content sent to many contacts through one bot, now or at `scheduled_at`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Broadcast {

@@ -185,6 +185,35 @@ fn key_id(key: &[u8]) -> String {
 pub const API_KEY_PREFIX: &str = "sk_";
 
 /// A new random tenant API key: `sk_` + 32 random bytes, base64url.
+/// A secret kept in a text column: sealed with the master key when one is configured
+/// (`sealed:` and the [`Sealed`] JSON), else as it is (`plain:`), like the config file holds
+/// secrets without one.
+pub fn store_secret(cipher: Option<&Cipher>, plain: &str) -> String {
+    match cipher {
+        Some(c) => format!(
+            "sealed:{}",
+            serde_json::to_string(&c.seal(plain.as_bytes())).unwrap_or_default()
+        ),
+        None => format!("plain:{plain}"),
+    }
+}
+
+/// The secret [`store_secret`] stored.
+pub fn read_secret(cipher: Option<&Cipher>, stored: &str) -> Result<Secret, String> {
+    if let Some(plain) = stored.strip_prefix("plain:") {
+        return Ok(Secret::new(plain));
+    }
+    let sealed = stored
+        .strip_prefix("sealed:")
+        .ok_or("a stored secret in an unknown form")?;
+    let sealed: Sealed = serde_json::from_str(sealed).map_err(|e| e.to_string())?;
+    let cipher = cipher.ok_or("the secret is sealed but no master key is configured")?;
+    let plain = cipher.open(&sealed).map_err(|e| e.to_string())?;
+    String::from_utf8(plain)
+        .map(Secret::new)
+        .map_err(|_| "the stored secret is not UTF-8".to_string())
+}
+
 pub fn generate_api_key() -> String {
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);

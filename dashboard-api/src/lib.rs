@@ -72,6 +72,11 @@ pub trait Control: Send + Sync + 'static {
     async fn balance(&self, bot: &Bot) -> Result<switchboard_core::connector::Balance, ApiError>;
     /// Counters of a bot since the gateway started, seeded from the store.
     fn counters(&self, bot_id: &str) -> BotCounters;
+    /// A secret as it is stored (sealed with the master key when one is configured).
+    fn seal_secret(&self, plain: &str) -> String;
+    /// Refuses an outbound webhook URL whose host resolves to a loopback, private,
+    /// link-local or metadata address the operator did not allow (422 naming it).
+    async fn check_webhook_url(&self, url: &str) -> Result<(), ApiError>;
 }
 
 /// Feed tuning.

@@ -24,12 +24,13 @@ use crate::routes::*;
         conversations::list, conversations::get, conversations::messages,
         messages::create, messages::list, messages::get, messages::media,
         events::list, crate::feed::feed,
+        webhooks::list, webhooks::create, webhooks::get, webhooks::delete, webhooks::dead_letters,
     ),
     components(schemas(crate::problem::Problem)),
     modifiers(&BearerAuth),
     tags(
         (name = "health"), (name = "tenants", description = "Operator endpoints (admin token) and tenant API keys"),
-        (name = "bots"), (name = "contacts"), (name = "groups"), (name = "broadcasts"), (name = "stats"), (name = "conversations"), (name = "messages"), (name = "events"),
+        (name = "bots"), (name = "contacts"), (name = "groups"), (name = "broadcasts"), (name = "stats"), (name = "conversations"), (name = "messages"), (name = "events"), (name = "webhooks"),
     )
 )]
 pub struct ApiDoc;

@@ -146,6 +146,7 @@ impl Gateway {
             registry: registry.clone(),
             cipher,
             counters: counters.clone(),
+            webhook_allowed_hosts: config.security.webhook_allowed_hosts.clone(),
         });
 
         apply_config(&control, &config).await?;
@@ -250,6 +251,15 @@ impl Gateway {
             });
         }
         crate::scheduler::Scheduler::spawn(store.clone(), registry, closing.clone());
+        crate::webhooks::spawn(
+            store.clone(),
+            control.cipher.clone(),
+            crate::webhooks::WebhookSettings::new(
+                &config.webhooks,
+                config.security.webhook_allowed_hosts.clone(),
+            ),
+            closing.clone(),
+        );
         tracing::info!(%addr, "switchboard listening");
         Ok(Gateway {
             addr,

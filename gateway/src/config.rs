@@ -37,6 +37,7 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     pub outbox: OutboxConfig,
     pub feed: FeedConfig,
+    pub webhooks: WebhooksConfig,
     pub log: LogConfig,
     pub tenants: Vec<TenantConfig>,
     pub bots: Vec<BotConfig>,
@@ -74,6 +75,9 @@ pub struct SecurityConfig {
     pub admin_token: Option<Secret>,
     /// Let connectors fetch media URLs on loopback and private networks (SSRF guard off).
     pub allow_private_media_urls: bool,
+    /// Hosts (names or addresses) outbound webhooks may reach although they resolve to a
+    /// private or local address. Default: this machine (`localhost`, `127.0.0.1`, `::1`).
+    pub webhook_allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +107,17 @@ pub struct FeedConfig {
     pub ping_interval_ms: u64,
     pub send_timeout_ms: u64,
     pub write_gap_ms: u64,
+}
+
+/// Outbound webhooks to the business's app.
+#[derive(Debug, Clone)]
+pub struct WebhooksConfig {
+    /// Per delivery: the app must answer 2xx within it.
+    pub timeout_ms: u64,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// How long a failed delivery is retried before it is a dead letter.
+    pub retry_for_s: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -440,6 +455,7 @@ impl Reader<'_> {
             "supervisor",
             "outbox",
             "feed",
+            "webhooks",
             "log",
             "tenants",
             "bots",
@@ -551,6 +567,25 @@ impl Reader<'_> {
             send_timeout_ms: self.int(f, "feed", "send_timeout_ms", 10_000, 10, 600_000),
             write_gap_ms: self.int(f, "feed", "write_gap_ms", 5, 0, 1_000),
         };
+        let w = self
+            .table(
+                root,
+                "webhooks",
+                &[
+                    "timeout_ms",
+                    "retry_initial_ms",
+                    "retry_max_ms",
+                    "retry_for_s",
+                ],
+            )
+            .cloned();
+        let w = w.as_ref();
+        let webhooks = WebhooksConfig {
+            timeout_ms: self.int(w, "webhooks", "timeout_ms", 10_000, 100, 120_000),
+            retry_initial_ms: self.int(w, "webhooks", "retry_initial_ms", 1_000, 10, 3_600_000),
+            retry_max_ms: self.int(w, "webhooks", "retry_max_ms", 3_600_000, 10, 86_400_000),
+            retry_for_s: self.int(w, "webhooks", "retry_for_s", 86_400, 1, 30 * 86_400),
+        };
         let l = self.table(root, "log", &["format", "level"]).cloned();
         let format = self
             .string(l.as_ref(), "log", "format")
@@ -583,6 +618,7 @@ impl Reader<'_> {
             supervisor,
             outbox,
             feed,
+            webhooks,
             log,
             tenants,
             bots,
@@ -688,6 +724,7 @@ impl Reader<'_> {
                     "previous_master_keys",
                     "admin_token",
                     "allow_private_media_urls",
+                    "webhook_allowed_hosts",
                 ],
             )
             .cloned();
@@ -728,11 +765,35 @@ impl Reader<'_> {
         {
             self.problem("security.admin_token", "must be at least 16 characters");
         }
+        let webhook_allowed_hosts = match t.and_then(|t| t.get("webhook_allowed_hosts")) {
+            None => vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            Some(Value::Array(a)) => {
+                let mut hosts = Vec::new();
+                for (i, v) in a.iter().enumerate() {
+                    match v.as_str() {
+                        Some(h) if !h.trim().is_empty() => hosts.push(h.trim().to_owned()),
+                        _ => self.problem(
+                            format!("security.webhook_allowed_hosts[{i}]"),
+                            "expected a host name or an IP address",
+                        ),
+                    }
+                }
+                hosts
+            }
+            Some(_) => {
+                self.problem(
+                    "security.webhook_allowed_hosts",
+                    "expected an array of host names or IP addresses",
+                );
+                Vec::new()
+            }
+        };
         SecurityConfig {
             master_key,
             previous_master_keys: previous,
             admin_token,
             allow_private_media_urls: self.bool(t, "security", "allow_private_media_urls", false),
+            webhook_allowed_hosts,
         }
     }
 

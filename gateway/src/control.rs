@@ -30,6 +30,8 @@ pub struct GatewayControl {
     pub registry: ConnectorRegistry,
     pub cipher: Option<Cipher>,
     pub counters: Arc<Counters>,
+    /// Private hosts outbound webhooks may reach (`security.webhook_allowed_hosts`).
+    pub webhook_allowed_hosts: Vec<String>,
 }
 
 impl GatewayControl {
@@ -435,6 +437,19 @@ impl Control for GatewayControl {
 
     fn counters(&self, bot_id: &str) -> BotCounters {
         self.counters.get(bot_id)
+    }
+
+    fn seal_secret(&self, plain: &str) -> String {
+        switchboard_core::secret::store_secret(self.cipher.as_ref(), plain)
+    }
+
+    async fn check_webhook_url(&self, url: &str) -> Result<(), ApiError> {
+        let parsed =
+            url::Url::parse(url).map_err(|e| ApiError::unprocessable(format!("url: {e}")))?;
+        switchboard_connectors::resolve_public(&parsed, &self.webhook_allowed_hosts)
+            .await
+            .map(|_| ())
+            .map_err(|e| ApiError::unprocessable(format!("url: {e}")))
     }
 }
 

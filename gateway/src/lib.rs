@@ -8,6 +8,7 @@
 //! - [`inbound`]: connectors' inbound events to the store.
 //! - [`control`]: what the REST API asks of the running gateway.
 //! - [`scheduler`]: starts scheduled broadcasts and publishes their progress.
+//! - [`webhooks`]: signed outbound webhooks to the business's app, retried, dead-lettered.
 //! - [`counters`], [`telemetry`]: metrics and logs.
 //! - [`demo`]: `switchboard demo` (gateway + simulator + simulated users).
 
@@ -22,5 +23,6 @@ pub mod outbox;
 pub mod scheduler;
 pub mod supervisor;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use app::Gateway;

@@ -16,4 +16,5 @@ mod store_faults;
 mod supervisor;
 mod telegram;
 mod tenancy;
+mod webhooks;
 mod whatsapp;

@@ -25,9 +25,11 @@ mod write_admin;
 mod write_contacts;
 pub use write_contacts::{BulkOutcome, ContactPatch, NewContact};
 mod settle;
+mod webhooks;
 mod write_inbound;
 mod write_messages;
 mod write_outbound;
+pub use webhooks::{FailedDelivery, WebhookProgress, WebhookTarget};
 mod writer;
 
 use std::sync::Arc;

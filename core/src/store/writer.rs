@@ -176,6 +176,7 @@ pub(super) enum Op {
         id: String,
         counts: crate::model::BroadcastCounts,
     },
+    Webhook(Box<super::webhooks::WebhookOp>),
     Shutdown,
 }
 
@@ -984,6 +985,7 @@ async fn apply(
         } => super::write_contacts::import_contacts(tx, tenant, group, items)
             .await
             .map(Output::Bulk),
+        Op::Webhook(op) => super::webhooks::apply(tx, op).await,
         Op::CreateGroup {
             tenant,
             name,

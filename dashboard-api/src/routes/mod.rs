@@ -11,6 +11,7 @@ pub mod import;
 pub mod messages;
 pub mod stats;
 pub mod tenants;
+pub mod webhooks;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -81,6 +82,15 @@ pub fn router() -> Router<ApiState> {
             get(broadcasts::recipients),
         )
         .route("/v1/stats", get(stats::stats))
+        .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get).delete(webhooks::delete),
+        )
+        .route(
+            "/v1/webhooks/{id}/dead-letters",
+            get(webhooks::dead_letters),
+        )
         .route("/v1/groups", get(groups::list).post(groups::create))
         .route(
             "/v1/groups/{id}",

@@ -1,0 +1,413 @@
+//! Outbound webhooks to the business's app: every subscription follows its tenant's event
+//! log and POSTs each event of its types as the feed's JSON, signed
+//! `X-Switchboard-Signature: t=<unix>,v1=<hex hmac-sha256(secret, t + "." + body)>`.
+//!
+//! A round per subscription (at most one at a time, each on its own task, so a slow app
+//! delays only its own deliveries) runs when events are published and every half second:
+//! first the failed deliveries now due, then the new events in seq order. A delivery fails
+//! on anything but a 2xx within `[webhooks] timeout_ms`; it is then retried with exponential
+//! backoff (from `retry_initial_ms`, at most `retry_max_ms` apart) until `retry_for_s` after
+//! its first attempt (24 h by default), and then kept as a dead letter
+//! (`GET /v1/webhooks/{id}/dead-letters`). A round stops at its first failure, so an app that
+//! is down gets one new attempt per round, not a burst. Progress (how far the log was
+//! delivered, the failures) is written once per round; a crash repeats at most that round's
+//! deliveries (at least once). The host is resolved per round and refused when private or
+//! local unless `security.webhook_allowed_hosts` names it; the connection is pinned to the
+//! address checked and redirects are not followed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use switchboard_core::model::{Event, WebhookFailure};
+use switchboard_core::secret::{Cipher, Secret, read_secret};
+use switchboard_core::store::{FailedDelivery, Store, WebhookProgress, WebhookTarget};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WebhooksConfig;
+
+/// New events read per round.
+const EVENTS_PER_ROUND: u32 = 100;
+/// Failed deliveries retried per round.
+const RETRIES_PER_ROUND: u32 = 50;
+/// How often every subscription gets a round without new events (retries fall due).
+const TICK: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+pub struct WebhookSettings {
+    pub timeout: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub retry_for: Duration,
+    pub allowed_hosts: Arc<Vec<String>>,
+}
+
+impl WebhookSettings {
+    pub fn new(c: &WebhooksConfig, allowed_hosts: Vec<String>) -> Self {
+        WebhookSettings {
+            timeout: Duration::from_millis(c.timeout_ms),
+            retry_initial: Duration::from_millis(c.retry_initial_ms),
+            retry_max: Duration::from_millis(c.retry_max_ms),
+            retry_for: Duration::from_secs(c.retry_for_s),
+            allowed_hosts: Arc::new(allowed_hosts),
+        }
+    }
+
+    /// The wait after the `attempts`-th failed attempt.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let doublings = attempts.saturating_sub(1).min(30);
+        self.retry_initial
+            .saturating_mul(1u32 << doublings)
+            .min(self.retry_max)
+    }
+}
+
+/// `t=<unix>,v1=<hex hmac-sha256(secret, t + "." + body)>`.
+pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Starts the dispatcher; it stops when `closing` is cancelled.
+pub fn spawn(
+    store: Arc<Store>,
+    cipher: Option<Cipher>,
+    settings: WebhookSettings,
+    closing: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut live = store.subscribe();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rounds: HashMap<String, JoinHandle<()>> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = live.recv() => {
+                    // Everything published meanwhile is read from the log by the rounds.
+                    while live.try_recv().is_ok() {}
+                }
+                _ = tick.tick() => {}
+                _ = closing.cancelled() => break,
+            }
+            rounds.retain(|_, r| !r.is_finished());
+            let targets = match store.webhook_targets().await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhooks: cannot read the subscriptions");
+                    continue;
+                }
+            };
+            for target in targets {
+                if rounds.contains_key(&target.id) {
+                    continue;
+                }
+                let id = target.id.clone();
+                let round = Round {
+                    store: store.clone(),
+                    cipher: cipher.clone(),
+                    settings: settings.clone(),
+                    target,
+                };
+                rounds.insert(id, tokio::spawn(round.run()));
+            }
+        }
+        for (_, r) in rounds {
+            r.abort();
+        }
+    })
+}
+
+struct Round {
+    store: Arc<Store>,
+    cipher: Option<Cipher>,
+    settings: WebhookSettings,
+    target: WebhookTarget,
+}
+
+/// Why a delivery did not go through.
+struct Failure {
+    status: Option<u16>,
+    error: String,
+}
+
+impl Round {
+    async fn run(self) {
+        let t = &self.target;
+        let due = match self
+            .store
+            .due_webhook_retries(&t.id, Utc::now(), RETRIES_PER_ROUND)
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(subscription = %t.id, error = %e, "webhooks: cannot read the retries");
+                return;
+            }
+        };
+        // Read before the events: every matching event up to it is in the page when the
+        // page is not full.
+        let last_seq = match self.store.last_seq(&t.tenant).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(subscription = %t.id, error = %e, "webhooks: cannot read the log");
+                return;
+            }
+        };
+        if due.is_empty() && last_seq <= t.delivered_seq {
+            return;
+        }
+        let types = (!t.types.is_empty()).then_some(t.types.as_slice());
+        let events = match self
+            .store
+            .list_events(&t.tenant, t.delivered_seq, types, None, EVENTS_PER_ROUND)
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(subscription = %t.id, error = %e, "webhooks: cannot read the log");
+                return;
+            }
+        };
+        let mut progress = WebhookProgress {
+            subscription_id: t.id.clone(),
+            ..WebhookProgress::default()
+        };
+        if events.is_empty() && due.is_empty() {
+            // Only events of other types: the subscription is up to date.
+            progress.delivered_seq = Some(last_seq);
+            self.write(progress).await;
+            return;
+        }
+        let sender = match self.sender().await {
+            Ok(s) => Some(s),
+            Err(error) => {
+                tracing::warn!(subscription = %t.id, %error, "webhooks: cannot deliver");
+                None
+            }
+        };
+        let refused = |error: &str| Failure {
+            status: None,
+            error: error.to_owned(),
+        };
+        let mut healthy = true;
+        for retry in due {
+            let event = match self
+                .store
+                .list_events(&t.tenant, retry.seq - 1, None, None, 1)
+                .await
+            {
+                Ok(mut e) if e.first().is_some_and(|e| e.seq == retry.seq) => e.remove(0),
+                Ok(_) => {
+                    // The event is gone: nothing left to deliver.
+                    progress.recovered.push(retry.seq);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(subscription = %t.id, error = %e, "webhooks: cannot read an event");
+                    break;
+                }
+            };
+            let outcome = match &sender {
+                Some(s) => s.deliver(&event).await,
+                None => Err(refused("the URL cannot be reached")),
+            };
+            match outcome {
+                Ok(()) => progress.recovered.push(retry.seq),
+                Err(f) => {
+                    progress.failed.push(self.failed_again(&retry, f));
+                    healthy = false;
+                    break;
+                }
+            }
+        }
+        let mut delivered = t.delivered_seq;
+        if healthy {
+            for event in &events {
+                let outcome = match &sender {
+                    Some(s) => s.deliver(event).await,
+                    None => Err(refused("the URL cannot be reached")),
+                };
+                delivered = event.seq;
+                if let Err(f) = outcome {
+                    progress.failed.push(self.first_failure(event.seq, f));
+                    break;
+                }
+            }
+            if events.len() < EVENTS_PER_ROUND as usize
+                && progress.failed.is_empty()
+                && delivered >= events.last().map_or(0, |e| e.seq)
+            {
+                delivered = delivered.max(last_seq);
+            }
+        }
+        if delivered > t.delivered_seq {
+            progress.delivered_seq = Some(delivered);
+        }
+        self.write(progress).await;
+    }
+
+    async fn write(&self, progress: WebhookProgress) {
+        if progress.delivered_seq.is_none()
+            && progress.failed.is_empty()
+            && progress.recovered.is_empty()
+        {
+            return;
+        }
+        if let Err(e) = self.store.record_webhook_progress(progress).await {
+            tracing::warn!(subscription = %self.target.id, error = %e, "webhooks: cannot record the deliveries; they are repeated");
+        }
+    }
+
+    fn first_failure(&self, seq: i64, f: Failure) -> FailedDelivery {
+        let now = Utc::now();
+        self.note(&f, seq, 1);
+        FailedDelivery {
+            seq,
+            dead: self.settings.retry_for.is_zero(),
+            attempts: 1,
+            first_attempt_at: now,
+            next_attempt_at: now + to_chrono(self.settings.backoff(1)),
+            status: f.status,
+            error: f.error,
+        }
+    }
+
+    fn failed_again(&self, retry: &WebhookFailure, f: Failure) -> FailedDelivery {
+        let now = Utc::now();
+        let attempts = retry.attempts.saturating_add(1);
+        self.note(&f, retry.seq, attempts);
+        let dead: bool = now - retry.first_attempt_at >= to_chrono(self.settings.retry_for);
+        if dead {
+            tracing::warn!(subscription = %self.target.id, seq = retry.seq, attempts, "webhook delivery given up: dead letter");
+            metrics::counter!(switchboard_core::metrics::WEBHOOK_DEAD_LETTERS).increment(1);
+        }
+        FailedDelivery {
+            seq: retry.seq,
+            dead,
+            attempts,
+            first_attempt_at: retry.first_attempt_at,
+            next_attempt_at: now + to_chrono(self.settings.backoff(attempts)),
+            status: f.status,
+            error: f.error,
+        }
+    }
+
+    fn note(&self, f: &Failure, seq: i64, attempts: u32) {
+        metrics::counter!(switchboard_core::metrics::WEBHOOK_FAILURES).increment(1);
+        tracing::info!(subscription = %self.target.id, seq, attempts, status = ?f.status, error = %f.error, "webhook delivery failed");
+    }
+
+    /// The client for this round: the URL's host resolved and checked once, the connection
+    /// pinned to that address.
+    async fn sender(&self) -> Result<Sender, String> {
+        let url = url::Url::parse(&self.target.url).map_err(|e| e.to_string())?;
+        let (host, addr): (String, SocketAddr) =
+            switchboard_connectors::resolve_public(&url, &self.settings.allowed_hosts).await?;
+        let secret = read_secret(self.cipher.as_ref(), &self.target.secret)?;
+        let http = reqwest::Client::builder()
+            .resolve(&host, addr)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(self.settings.timeout.min(Duration::from_secs(5)))
+            .timeout(self.settings.timeout)
+            .user_agent("Switchboard-Webhooks/1")
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Sender {
+            http,
+            url,
+            secret,
+            subscription: self.target.id.clone(),
+        })
+    }
+}
+
+struct Sender {
+    http: reqwest::Client,
+    url: url::Url,
+    secret: Secret,
+    subscription: String,
+}
+
+impl Sender {
+    async fn deliver(&self, event: &Event) -> Result<(), Failure> {
+        let body = event.json_bytes();
+        let signature = signature(
+            self.secret.expose().as_bytes(),
+            Utc::now().timestamp(),
+            &body,
+        );
+        let answer = self
+            .http
+            .post(self.url.clone())
+            .header("content-type", "application/json")
+            .header("x-switchboard-signature", signature)
+            .header("x-switchboard-event", event.kind.as_str())
+            .header(
+                "x-switchboard-delivery",
+                format!("{}:{}", self.subscription, event.seq),
+            )
+            .body(body)
+            .send()
+            .await;
+        match answer {
+            Ok(r) if r.status().is_success() => {
+                metrics::counter!(switchboard_core::metrics::WEBHOOK_DELIVERIES).increment(1);
+                Ok(())
+            }
+            Ok(r) => Err(Failure {
+                status: Some(r.status().as_u16()),
+                error: format!("the app answered HTTP {}", r.status().as_u16()),
+            }),
+            Err(e) => Err(Failure {
+                status: None,
+                error: if e.is_timeout() {
+                    "no answer within the timeout".into()
+                } else if e.is_connect() {
+                    "cannot connect".into()
+                } else {
+                    "the request failed".into()
+                },
+            }),
+        }
+    }
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_hmac_sha256_of_the_timestamp_a_dot_and_the_body() {
+        // Computed independently:
+        // printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac whsec_test
+        assert_eq!(
+            signature(b"whsec_test", 1_700_000_000, br#"{"a":1}"#),
+            "t=1700000000,v1=38877139021993b830af32feea6e18a8da83eb2f6e49ee50bd9e4cf4ca4d3789"
+        );
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_maximum() {
+        let s = WebhookSettings {
+            timeout: Duration::from_secs(1),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            retry_for: Duration::from_secs(3600),
+            allowed_hosts: Arc::default(),
+        };
+        let waits: Vec<u64> = (1..=8).map(|a| s.backoff(a).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+    }
+}
