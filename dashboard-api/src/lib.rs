@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod extract;
 pub mod feed;
+pub mod idempotency;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -103,5 +104,10 @@ pub struct ApiState {
 
 /// The API router (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/v1/...`).
 pub fn router(state: ApiState) -> axum::Router {
-    routes::router().with_state(state)
+    routes::router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ))
+        .with_state(state)
 }

@@ -365,3 +365,85 @@ async fn xls_and_ods_workbooks_import_like_xlsx() {
         t.stop().await;
     }
 }
+
+/// A POST with an `Idempotency-Key`: its status and body.
+async fn post_with_key(
+    t: &TestGateway,
+    path: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value, bool) {
+    let r = t
+        .http
+        .post(t.url(path))
+        .bearer_auth(ACME_KEY)
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let replayed = r.headers().get("idempotent-replayed").is_some();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap(), replayed)
+}
+
+#[tokio::test]
+async fn creating_posts_replay_their_first_answer_for_the_same_idempotency_key() {
+    for backend in backends() {
+        let t = TestGateway::start(Options {
+            backend: Some(backend),
+            ..Default::default()
+        })
+        .await;
+        let ada = json!({"name": "Ada", "phone": "+14155550101"});
+        let (status, first, replayed) = post_with_key(&t, "/v1/contacts", "c-1", ada.clone()).await;
+        assert_eq!((status, replayed), (201, false), "{first}");
+        // A retry gets the first answer, not a 409 for the phone it created itself.
+        let (status, again, replayed) = post_with_key(&t, "/v1/contacts", "c-1", ada.clone()).await;
+        assert_eq!((status, replayed), (201, true));
+        assert_eq!(again, first);
+        // The same key for another request is refused; without a key the duplicate is 409.
+        let (status, problem, _) = post_with_key(
+            &t,
+            "/v1/contacts",
+            "c-1",
+            json!({"name": "Bob", "phone": "+14155550102"}),
+        )
+        .await;
+        assert_eq!(status, 409, "{problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Idempotency-Key")
+        );
+        let (status, _) = t.post(ACME_KEY, "/v1/contacts", ada).await;
+        assert_eq!(status, 409);
+        // Two concurrent first requests with one key create once.
+        let group = json!({"name": "VIPs"});
+        let (a, b) = tokio::join!(
+            post_with_key(&t, "/v1/groups", "g-1", group.clone()),
+            post_with_key(&t, "/v1/groups", "g-1", group.clone()),
+        );
+        assert_eq!((a.0, b.0), (201, 201), "{} {}", a.1, b.1);
+        assert_eq!(a.1["id"], b.1["id"]);
+        assert!(a.2 != b.2, "one of them is the replay");
+        let (_, groups) = t.get(ACME_KEY, "/v1/groups").await;
+        assert_eq!(groups["items"].as_array().unwrap().len(), 1);
+        let (_, contacts) = t.get(ACME_KEY, "/v1/contacts").await;
+        assert_eq!(contacts["items"].as_array().unwrap().len(), 1);
+        // Another tenant's identical key is its own.
+        let r = t
+            .http
+            .post(t.url("/v1/groups"))
+            .bearer_auth(GLOBEX_KEY)
+            .header("idempotency-key", "g-1")
+            .json(&group)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert!(r.headers().get("idempotent-replayed").is_none());
+        t.stop().await;
+    }
+}

@@ -16,6 +16,8 @@ pub use broadcasts::{
     BroadcastFilter, BroadcastPatch, DueBroadcast, NewBroadcast, RecipientSnapshot,
 };
 mod groups;
+mod idempotency;
+pub use idempotency::StoredAnswer;
 mod stats;
 pub use stats::parse_time_zone;
 mod reads;

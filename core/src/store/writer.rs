@@ -177,6 +177,7 @@ pub(super) enum Op {
         counts: crate::model::BroadcastCounts,
     },
     Webhook(Box<super::webhooks::WebhookOp>),
+    RememberAnswer(Box<super::idempotency::NewAnswer>),
     Shutdown,
 }
 
@@ -986,6 +987,7 @@ async fn apply(
             .await
             .map(Output::Bulk),
         Op::Webhook(op) => super::webhooks::apply(tx, op).await,
+        Op::RememberAnswer(a) => super::idempotency::remember(tx, a).await,
         Op::CreateGroup {
             tenant,
             name,
@@ -1065,7 +1067,13 @@ async fn apply(
                 .bind(to_micros(*older_than))
                 .execute(&mut *tx)
                 .await?;
-            Ok(Output::Count(done.rows_affected()))
+            let answers = sqlx::query("DELETE FROM api_idempotency WHERE created_at < $1")
+                .bind(to_micros(*older_than))
+                .execute(&mut *tx)
+                .await?;
+            Ok(Output::Count(
+                done.rows_affected() + answers.rows_affected(),
+            ))
         }
         Op::Shutdown => Ok(Output::Unit),
     }

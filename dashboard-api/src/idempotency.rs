@@ -1,0 +1,141 @@
+//! `Idempotency-Key` on the creating POSTs (API.md: "the same key within 24 h returns the
+//! first result, sends nothing twice"). `POST /v1/messages` keeps its key with the message
+//! it made, in the same transaction (`core/src/store/write_outbound.rs`); every other POST
+//! under `/v1/` goes through this layer. The first 2xx answer is stored under the caller's
+//! credential, the path and the key, and replayed (with `Idempotent-Replayed: true`) for 24 h
+//! to the same request; the same key with a different body is 409. Requests with one key
+//! are handled one at a time in this process, so a retry racing the first waits for its
+//! answer instead of creating a second time.
+
+use std::sync::OnceLock;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use switchboard_core::secret::sha256_hex;
+
+use crate::{ApiError, ApiState};
+
+/// How long a key's first answer is replayed.
+const TTL: chrono::Duration = chrono::Duration::hours(24);
+/// Largest body read here (imports are 5 MiB at most; larger ones are refused before).
+const MAX_BODY: usize = 6 << 20;
+/// Largest answer kept for replay.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// Requests with the same key wait for each other: one lock per shard of keys.
+fn shard(id: &str) -> &'static tokio::sync::Mutex<()> {
+    static SHARDS: OnceLock<Vec<tokio::sync::Mutex<()>>> = OnceLock::new();
+    let shards = SHARDS.get_or_init(|| (0..64).map(|_| tokio::sync::Mutex::new(())).collect());
+    let h = id
+        .bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+    &shards[h % shards.len()]
+}
+
+pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if req.method() != Method::POST || !path.starts_with("/v1/") || path == "/v1/messages" {
+        return next.run(req).await;
+    }
+    let Some(raw) = req.headers().get("idempotency-key") else {
+        return next.run(req).await;
+    };
+    let key = match raw
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+    {
+        Some(k) => k.to_owned(),
+        None => {
+            return ApiError::bad_request(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+            .into_response();
+        }
+    };
+    let scope = {
+        let credential = |name: &str| {
+            req.headers()
+                .get(name)
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default()
+        };
+        let mut who = credential("authorization");
+        who.push(b'\n');
+        who.extend(credential("x-switchboard-tenant"));
+        who.extend(format!("\nPOST {path}").as_bytes());
+        sha256_hex(&who)
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large",
+            )
+            .into_response();
+        }
+    };
+    let mut request = sha256_hex(parts.uri.query().unwrap_or_default().as_bytes());
+    request.push_str(&sha256_hex(&bytes));
+    let request_hash = sha256_hex(request.as_bytes());
+    let _turn = shard(&format!("{scope}{key}")).lock().await;
+    match s.store.recall_answer(&scope, &key).await {
+        Ok(Some(prior)) if chrono::Utc::now() - prior.created_at < TTL => {
+            if prior.request_hash != request_hash {
+                return ApiError::new(
+                    StatusCode::CONFLICT,
+                    "this Idempotency-Key was used within 24 h for a different request",
+                )
+                .into_response();
+            }
+            return replay(prior.status, prior.body);
+        }
+        Ok(_) => {}
+        Err(e) => return ApiError::from(e).into_response(),
+    }
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    if !response.status().is_success() {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let answer = match to_bytes(body, MAX_ANSWER).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::internal().into_response();
+        }
+    };
+    match std::str::from_utf8(&answer) {
+        Ok(text) => {
+            if let Err(e) = s
+                .store
+                .remember_answer(&scope, &key, &request_hash, parts.status.as_u16(), text)
+                .await
+            {
+                // Done but not remembered: a retry would do it again. Say so rather than
+                // answer as if the key were kept.
+                tracing::error!(error = %e, "cannot keep an idempotent answer");
+            }
+        }
+        Err(_) => tracing::warn!(%path, "an answer that is not text is not kept for replay"),
+    }
+    Response::from_parts(parts, Body::from(answer))
+}
+
+fn replay(status: u16, body: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
