@@ -171,6 +171,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A malformed request parameter (a cursor this API did not hand out): 400, not 422.
+    #[error("bad request: {0}")]
+    BadRequest(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]

@@ -99,6 +99,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::not_found("no such resource"),
             StoreError::Conflict(m) => ApiError::conflict(m),
             StoreError::Invalid(m) => ApiError::unprocessable(m),
+            StoreError::BadRequest(m) => ApiError::bad_request(m),
             StoreError::Closed => ApiError::unavailable("the gateway is shutting down"),
             e if e.is_transient() => {
                 tracing::error!(error = %e, "store unavailable");

@@ -403,3 +403,28 @@ async fn a_full_outbox_answers_429_instead_of_growing_without_bound() {
     assert!(p["detail"].as_str().unwrap().contains("waiting"), "{p}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_cursor_this_api_did_not_hand_out_is_a_400_on_every_list() {
+    let t = TestGateway::start(Options::default()).await;
+    for list in [
+        "/v1/messages",
+        "/v1/conversations",
+        "/v1/contacts",
+        "/v1/groups",
+        "/v1/broadcasts",
+        "/v1/bots",
+        "/v1/webhooks",
+    ] {
+        let (status, problem) = t.get(ACME_KEY, &format!("{list}?cursor=%21%21nope")).await;
+        assert_eq!(status, 400, "{list}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("cursor"),
+            "{list}: {problem}"
+        );
+    }
+    // The event log's lists follow API.md's limits too: 0 is refused, 500 at most.
+    let (status, _) = t.get(ACME_KEY, "/v1/events?limit=0").await;
+    assert_eq!(status, 400);
+    t.stop().await;
+}

@@ -243,9 +243,9 @@ impl Store {
         let b = self.get_broadcast(scope, id).await?;
         let limit = limit(page);
         let after: i64 = match &page.cursor {
-            Some(c) => decode_cursor(c)?
-                .parse()
-                .map_err(|_| StoreError::Invalid("cursor is not one this API returned".into()))?,
+            Some(c) => decode_cursor(c)?.parse().map_err(|_| {
+                StoreError::BadRequest("cursor is not one this API returned".into())
+            })?,
             None => -1,
         };
         type Row = (

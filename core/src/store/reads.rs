@@ -20,7 +20,7 @@ pub(crate) fn decode_cursor(cursor: &str) -> Result<String, StoreError> {
         .decode(cursor.as_bytes())
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| StoreError::Invalid("cursor is not one this API returned".into()))
+        .ok_or_else(|| StoreError::BadRequest("cursor is not one this API returned".into()))
 }
 
 pub(super) fn limit(page: &PageRequest) -> i64 {

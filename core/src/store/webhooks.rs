@@ -270,9 +270,9 @@ impl Store {
             q.push(" AND state = ").bind(state.to_owned());
         }
         if let Some(c) = &page.cursor {
-            let after: i64 = decode_cursor(c)?
-                .parse()
-                .map_err(|_| StoreError::Invalid("cursor is not one this API returned".into()))?;
+            let after: i64 = decode_cursor(c)?.parse().map_err(|_| {
+                StoreError::BadRequest("cursor is not one this API returned".into())
+            })?;
             q.push(" AND seq > ").bind(after);
         }
         q.push(" ORDER BY seq LIMIT ").bind(limit + 1);

@@ -67,7 +67,12 @@ pub async fn list(
     let tenant = caller.tenant()?;
     let since = parse_since(q.since.as_deref().or(q.cursor.as_deref()))?;
     let types = parse_types(q.types.as_deref())?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    // API.md's list limits: default 50, at most 500; 0 is refused.
+    let limit = match q.limit {
+        None => 50,
+        Some(0) => return Err(ApiError::bad_request("limit must be between 1 and 500")),
+        Some(n) => n.min(500),
+    };
     let items = s
         .store
         .list_events(
