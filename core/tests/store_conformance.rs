@@ -558,7 +558,7 @@ async fn lists_paginate_with_cursors_and_filters() {
         assert!(matches!(
             s.list_messages(&scope, &MessageFilter::default(), &bad)
                 .await,
-            Err(StoreError::Invalid(_))
+            Err(StoreError::BadRequest(_))
         ));
     }
 }

@@ -447,3 +447,31 @@ async fn creating_posts_replay_their_first_answer_for_the_same_idempotency_key()
         t.stop().await;
     }
 }
+
+#[tokio::test]
+async fn imports_go_by_the_extension_in_any_case_or_by_the_content_and_refuse_text_files() {
+    let t = TestGateway::start(Options::default()).await;
+    let (_, g) = t
+        .post(ACME_KEY, "/v1/groups", json!({"name": "Imported"}))
+        .await;
+    let path = format!(
+        "/v1/groups/{}/import?dry_run=true",
+        g["id"].as_str().unwrap()
+    );
+    let book = xlsx(&[("+254711000001", "Ada")]);
+    for name in ["CONTACTS.XLSX", "contacts"] {
+        let (status, preview) = upload(&t, &path, name, book.clone()).await;
+        assert_eq!(status, 200, "{name}: {preview}");
+        assert_eq!(preview["created"], 1, "{name}: {preview}");
+    }
+    // A header written with underscores is still the phone column.
+    let csv = b"Full_Name,Phone_Number\nAda,+254711000001\n".to_vec();
+    let (status, preview) = upload(&t, &path, "list.csv", csv).await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["created"], 1, "{preview}");
+    assert_eq!(preview["errors"], json!([]), "{preview}");
+    // Plain text is not a spreadsheet or CSV.
+    let (status, problem) = upload(&t, &path, "notes.txt", b"call Ada back".to_vec()).await;
+    assert_eq!(status, 415, "{problem}");
+    t.stop().await;
+}

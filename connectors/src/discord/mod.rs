@@ -357,7 +357,23 @@ impl Connector for DiscordConnector {
                 kind,
                 ..
             } => {
-                let fetched = crate::fetch_media(url, &self.options).await?;
+                // An attachment on the configured platform's own host (a self-hosted or
+                // test Discord on a private address) is the platform's, not a URL to guard.
+                let own_host = |u: &str| {
+                    url::Url::parse(u)
+                        .ok()
+                        .map(|u| (u.host_str().map(str::to_owned), u.port_or_known_default()))
+                };
+                let options =
+                    if own_host(url).is_some_and(|h| Some(h) == own_host(&self.settings.api)) {
+                        crate::ConnectorOptions {
+                            allow_private_media: true,
+                            ..self.options.clone()
+                        }
+                    } else {
+                        self.options.clone()
+                    };
+                let fetched = crate::fetch_media(url, &options).await?;
                 let content_type = mime_type.clone().unwrap_or_else(|| {
                     match kind {
                         MediaKind::Image => "image/*",

@@ -194,11 +194,18 @@ pub async fn import(
 
 /// The file's rows as text: a CSV, or the first sheet of a workbook.
 fn read_rows(file_name: &str, bytes: &[u8]) -> Result<Vec<Vec<String>>, ApiError> {
-    let extension = file_name.rsplit('.').next().unwrap_or("");
     let zip = bytes.starts_with(b"PK\x03\x04");
     let ole = bytes.starts_with(&[0xD0, 0xCF, 0x11, 0xE0]);
-    match extension {
-        "csv" | "txt" => {
+    // By the name's extension, in any case; a name without one goes by the content (a
+    // workbook's zip or OLE signature).
+    let extension = match file_name.rsplit_once('.') {
+        Some((_, ext)) => ext.to_ascii_lowercase(),
+        None if zip => "xlsx".to_owned(),
+        None if ole => "xls".to_owned(),
+        None => String::new(),
+    };
+    match extension.as_str() {
+        "csv" => {
             let text = std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes))
                 .map_err(|_| ApiError::unprocessable("file: the CSV is not UTF-8 text"))?;
             Ok(parse_csv(text))
@@ -289,8 +296,12 @@ fn plan(rows: &[Vec<String>], region: Option<phonenumber::country::Id>) -> Plan 
     let blank = |r: &Vec<String>| r.iter().all(|c| c.trim().is_empty());
     let header_at = rows.iter().position(|r| !blank(r));
     let find = |row: &Vec<String>, names: &[&str]| {
-        row.iter()
-            .position(|c| names.contains(&c.trim().to_lowercase().as_str()))
+        row.iter().position(|c| {
+            // "Phone_Number", "mobile-no" and "Phone  Number" read as "phone number".
+            let c = c.trim().to_lowercase().replace(['_', '-'], " ");
+            let c = c.split_whitespace().collect::<Vec<_>>().join(" ");
+            names.contains(&c.as_str())
+        })
     };
     let (name_col, phone_col, data_from) = match header_at {
         Some(h) => match find(&rows[h], PHONE_HEADERS) {
