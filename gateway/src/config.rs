@@ -219,7 +219,8 @@ pub fn parse(
 
 /// `SWITCHBOARD_SERVER__LISTEN=...` sets `server.listen`; `SWITCHBOARD_BOTS__0__TOKEN` sets
 /// `bots[0].token`. Values are read as TOML when they parse as a TOML value (numbers,
-/// booleans, arrays), else as strings.
+/// booleans, arrays), else as strings; a value with a leading `+` (a phone number) is always
+/// a string, and string settings take an all-digit value as the string it was written as.
 fn apply_env_overrides(root: &mut Value, env: &dyn Environment, problems: &mut Vec<ConfigProblem>) {
     let mut vars = env.vars();
     vars.sort();
@@ -231,10 +232,14 @@ fn apply_env_overrides(root: &mut Value, env: &dyn Environment, problems: &mut V
             continue; // SWITCHBOARD_MASTER_KEY and friends are secrets referenced by env:, not overrides.
         }
         let segments: Vec<String> = path.split("__").map(|s| s.to_ascii_lowercase()).collect();
-        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| Value::String(raw.clone()));
+        let value = if raw.starts_with('+') {
+            None
+        } else {
+            toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+        }
+        .unwrap_or_else(|| Value::String(raw.clone()));
         if let Err(message) = set_path(root, &segments, value) {
             problems.push(ConfigProblem {
                 key: name.clone(),
@@ -344,6 +349,8 @@ impl Reader<'_> {
         match t.and_then(|t| t.get(k)) {
             None => None,
             Some(Value::String(s)) => Some(s.clone()),
+            // An all-digit token or id given by an environment override.
+            Some(Value::Integer(i)) => Some(i.to_string()),
             Some(other) => {
                 self.problem(
                     key(parent, k),
@@ -929,13 +936,19 @@ impl Reader<'_> {
             for (k, v) in t {
                 match k.as_str() {
                     "id" | "tenant" | "platform" | "enabled" => {}
-                    k if CREDENTIAL_FIELDS.contains(&k) => match v.as_str() {
-                        Some(raw) => {
-                            if let Some(s) = self.secret(&key(&at, k), raw) {
+                    k if CREDENTIAL_FIELDS.contains(&k) => match v {
+                        // An all-digit secret given by an environment override reads as TOML
+                        // integer; it is the string it was written as.
+                        Value::String(_) | Value::Integer(_) => {
+                            let raw = match v {
+                                Value::Integer(i) => i.to_string(),
+                                _ => v.as_str().unwrap_or_default().to_owned(),
+                            };
+                            if let Some(s) = self.secret(&key(&at, k), &raw) {
                                 credentials.insert(k.to_string(), s);
                             }
                         }
-                        None => self.problem(
+                        _ => self.problem(
                             key(&at, k),
                             "expected a string (a literal, env:VAR or file:PATH)",
                         ),
@@ -1026,6 +1039,30 @@ mod tests {
         assert_eq!(c.supervisor.restart_initial_ms, 1000);
         assert_eq!(c.outbox.max_attempts, 3);
         assert!(c.bots.is_empty());
+    }
+
+    #[test]
+    fn env_overrides_keep_phone_numbers_and_all_digit_secrets_as_strings() {
+        let e = env(&[("SWITCHBOARD_SECURITY__ADMIN_TOKEN", "12345678901234567890")]);
+        let c = parse("", Path::new("."), &e, &ConnectorRegistry::new()).unwrap();
+        assert_eq!(
+            c.security
+                .admin_token
+                .as_ref()
+                .map(|s| s.expose().to_owned()),
+            Some("12345678901234567890".to_owned())
+        );
+        let mut root = Value::Table(toml::Table::new());
+        let mut problems = Vec::new();
+        apply_env_overrides(
+            &mut root,
+            &env(&[("SWITCHBOARD_BOTS__0__FROM", "+15550001111")]),
+            &mut problems,
+        );
+        assert_eq!(
+            root["bots"][0]["from"],
+            Value::String("+15550001111".into())
+        );
     }
 
     #[test]
