@@ -66,6 +66,16 @@ async fn the_verification_handshake_answers_only_the_right_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // A wrong or missing token is 403 even when the rest of the request is malformed.
+    for query in ["hub.verify_token=wrong", "hub.challenge=123", ""] {
+        let r = t
+            .http
+            .get(t.url(&format!("/webhooks/whatsapp/wa?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{query}");
+    }
     t.stop().await;
 }
 

@@ -59,13 +59,13 @@ impl WhatsAppConnector {
         let mode = query_param(query, "hub.mode");
         let token = query_param(query, "hub.verify_token").unwrap_or_default();
         let challenge = query_param(query, "hub.challenge");
+        // A wrong token is 403 whatever else the request holds (PLATFORMS.md: "if the token
+        // matches, else 403"); a right one with a malformed request is 400.
+        if !constant_time_eq(self.verify_token.expose().as_bytes(), token.as_bytes()) {
+            return WebhookResponse::text(403, "verify token mismatch");
+        }
         match (mode.as_deref(), challenge) {
-            (Some("subscribe"), Some(challenge))
-                if constant_time_eq(self.verify_token.expose().as_bytes(), token.as_bytes()) =>
-            {
-                WebhookResponse::text(200, challenge)
-            }
-            (Some("subscribe"), Some(_)) => WebhookResponse::text(403, "verify token mismatch"),
+            (Some("subscribe"), Some(challenge)) => WebhookResponse::text(200, challenge),
             _ => WebhookResponse::text(
                 400,
                 "expected hub.mode=subscribe with hub.verify_token and hub.challenge",
