@@ -300,6 +300,18 @@ async fn a_failing_write_does_not_fail_the_writes_committed_with_it() {
 }
 
 #[tokio::test]
+async fn only_tenant_names_the_single_tenant_and_none_once_there_are_two() {
+    for b in backends().await {
+        let s = &b.store;
+        assert_eq!(s.only_tenant().await.unwrap(), None);
+        tenant_with_bot(s, "acme", "a-bot").await;
+        assert_eq!(s.only_tenant().await.unwrap().as_deref(), Some("acme"));
+        tenant_with_bot(s, "globex", "g-bot").await;
+        assert_eq!(s.only_tenant().await.unwrap(), None);
+    }
+}
+
+#[tokio::test]
 async fn tenant_scope_hides_other_tenants_rows() {
     for b in backends().await {
         let s = &b.store;

@@ -90,9 +90,17 @@ impl Authenticator {
                         admin: true,
                     }
                 }
-                None => Caller {
-                    scope: Scope::All,
-                    admin: true,
+                // With a single tenant, every tenant's data is that tenant's: the admin
+                // acts for it without naming it.
+                None => match self.store.only_tenant().await {
+                    Ok(Some(only)) => Caller {
+                        scope: Scope::Tenant(only),
+                        admin: true,
+                    },
+                    _ => Caller {
+                        scope: Scope::All,
+                        admin: true,
+                    },
                 },
             });
         }

@@ -48,6 +48,17 @@ impl Store {
         row.map(Tenant::from).ok_or(StoreError::NotFound)
     }
 
+    /// The tenant, when there is exactly one.
+    pub async fn only_tenant(&self) -> Result<Option<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT id FROM tenants ORDER BY id LIMIT 2")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(match rows.as_slice() {
+            [(only,)] => Some(only.clone()),
+            _ => None,
+        })
+    }
+
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         let rows: Vec<TenantRow> =
             sqlx::query_as("SELECT id, name, time_zone, created_at FROM tenants ORDER BY id")
