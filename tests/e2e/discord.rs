@@ -24,6 +24,10 @@ struct Setup {
 }
 
 async fn setup(config: DiscordConfig, extra: &str) -> Setup {
+    setup_with(config, extra, false).await
+}
+
+async fn setup_with(config: DiscordConfig, extra: &str, guard_private_media: bool) -> Setup {
     let sim = DiscordSim::start(config).await.expect("simulator starts");
     let bot_user = sim.add_bot(TOKEN, "switchbot");
     sim.add_guild_channel(GUILD, GENERAL, "general");
@@ -37,6 +41,7 @@ async fn setup(config: DiscordConfig, extra: &str) -> Setup {
     let t = TestGateway::start(Options {
         extra_toml: bot,
         real_connectors: true,
+        guard_private_media,
         ..Default::default()
     })
     .await;
@@ -583,4 +588,32 @@ async fn a_fifth_of_sends_failing_delivers_each_message_once_in_order() {
         "{requests} message requests for 200 messages"
     );
     t.stop().await;
+}
+
+#[tokio::test]
+async fn an_attached_file_is_streamed_from_the_platform() {
+    // With the private-address guard on, as in production: the attachment is on the
+    // configured platform's own host (here 127.0.0.1), which is not a URL to guard.
+    let s = setup_with(DiscordConfig::default(), "", true).await;
+    let png = b"\x89PNG\r\n\x1a\n-discord-attachment".to_vec();
+    s.sim.user_message_with_attachment(
+        GENERAL,
+        ADA,
+        "ada",
+        "look",
+        ("cat.png", "image/png", png.clone()),
+    );
+    let m = inbound(&s.t, 1).await.remove(0);
+    assert_eq!(m["content"]["type"], "media", "{m}");
+    let r =
+        s.t.http
+            .get(s.t.url(&format!("/v1/messages/{}/media", m["id"].as_str().unwrap())))
+            .bearer_auth(ACME_KEY)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert_eq!(r.bytes().await.unwrap().to_vec(), png);
+    s.t.stop().await;
 }

@@ -86,6 +86,9 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Use the real platform connectors instead of the connector double.
     pub real_connectors: bool,
+    /// With the real connectors: keep their guard against media URLs on private addresses
+    /// (off by default, since the simulators and test media servers live on 127.0.0.1).
+    pub guard_private_media: bool,
     /// Listen on a port chosen before start and set `server.public_url` to it (platforms
     /// that call back, like Telegram in webhook mode, need the URL in the config).
     pub public_url: bool,
@@ -110,7 +113,14 @@ pub struct TestGateway {
     toml: String,
     server: String,
     outbox: String,
-    real: bool,
+    real: Connectors,
+}
+
+/// Which connectors a test gateway runs.
+#[derive(Clone, Copy)]
+enum Connectors {
+    Double,
+    Real { allow_private_media: bool },
 }
 
 impl TestGateway {
@@ -150,7 +160,12 @@ impl TestGateway {
         let mut env: HashMap<String, String> = opts.env.iter().cloned().collect();
         env.insert("TEST_STORAGE_URL".into(), storage_url.clone());
         env.insert("TEST_MASTER_KEY".into(), master_key.clone());
-        let real = opts.real_connectors;
+        let real = match (opts.real_connectors, opts.guard_private_media) {
+            (false, _) => Connectors::Double,
+            (true, guard) => Connectors::Real {
+                allow_private_media: !guard,
+            },
+        };
         let gateway = launch(&toml, &env, dir.path(), &world, real).await;
         let base = format!("http://{}", gateway.addr);
         TestGateway {
@@ -405,11 +420,13 @@ impl TestGateway {
     }
 }
 
-fn registry(world: &Arc<FakeWorld>, real: bool) -> ConnectorRegistry {
-    if real {
-        // The simulators and test media servers live on 127.0.0.1.
+fn registry(world: &Arc<FakeWorld>, connectors: Connectors) -> ConnectorRegistry {
+    if let Connectors::Real {
+        allow_private_media,
+    } = connectors
+    {
         return switchboard_connectors::registry_with(switchboard_connectors::ConnectorOptions {
-            allow_private_media: true,
+            allow_private_media,
             ..Default::default()
         });
     }
@@ -423,7 +440,7 @@ async fn launch(
     env: &HashMap<String, String>,
     dir: &Path,
     world: &Arc<FakeWorld>,
-    real: bool,
+    real: Connectors,
 ) -> Gateway {
     let registry = registry(world, real);
     let config = config::parse(toml, dir, env, &registry)

@@ -31,7 +31,8 @@ pub struct WebhookBody {
     /// `http` or `https` URL of the business's app.
     pub url: String,
     /// Event types to deliver (`message.received`, ...); all of them when absent or empty.
-    #[serde(default)]
+    /// Also accepted as `event_types` or `events`.
+    #[serde(default, alias = "event_types", alias = "events")]
     pub types: Vec<String>,
     /// The signing secret (16-256 characters); generated when absent.
     pub secret: Option<String>,

@@ -295,6 +295,57 @@ impl DiscordSim {
         Ok(id)
     }
 
+    /// A user's message with one attached file, served like Discord's CDN at
+    /// `{base_url}/attachments/{channel}/{attachment id}/{file name}`. Returns the message id.
+    pub fn user_message_with_attachment(
+        &self,
+        channel_id: &str,
+        author_id: &str,
+        username: &str,
+        content: &str,
+        file: (&str, &str, Vec<u8>),
+    ) -> String {
+        let (file_name, content_type, bytes) = file;
+        let mut world = self.world();
+        let channel = world
+            .channels
+            .get(channel_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("user_message_with_attachment: no channel {channel_id}"));
+        let id = shapes::snowflake();
+        let attachment_id = shapes::snowflake();
+        let path = format!("{channel_id}/{attachment_id}/{file_name}");
+        let url = format!("{}/attachments/{path}", self.base_url());
+        let mut message = shapes::message(shapes::MessageParts {
+            id: &id,
+            channel_id,
+            guild_id: channel.guild_id(),
+            author: shapes::user(author_id, username, false),
+            content,
+            embeds: json!([]),
+            components: json!([]),
+            referenced: None,
+            with_member: true,
+            mentions: json!([]),
+        });
+        message["attachments"] = json!([{
+            "id": attachment_id,
+            "filename": file_name,
+            "size": bytes.len(),
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }]);
+        world
+            .attachments
+            .insert(path, (content_type.to_owned(), bytes));
+        world.remember_message(message.clone());
+        drop(world);
+        bump(&self.core().counters().updates_created, 1);
+        self.publish_message("MESSAGE_CREATE", &message, &channel);
+        id
+    }
+
     /// A user edits their message: MESSAGE_UPDATE with the whole edited message. Panics if
     /// the message is unknown.
     pub fn user_edits(&self, channel_id: &str, message_id: &str, content: &str) {

@@ -45,8 +45,28 @@ pub(super) fn router(sim: DiscordSim) -> Router {
         .fallback(|| async { DiscordError::not_found() });
     Router::new()
         .nest("/api/v10", api)
+        .route("/attachments/{channel}/{id}/{file}", get(attachment))
         .layer(middleware::from_fn_with_state(gate, server::gate))
         .with_state(sim)
+}
+
+/// A user's attached file, as Discord's CDN serves it (no token needed).
+async fn attachment(
+    State(sim): State<DiscordSim>,
+    Path((channel, id, file)): Path<(String, String, String)>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let found = sim
+        .world()
+        .attachments
+        .get(&format!("{channel}/{id}/{file}"))
+        .cloned();
+    match found {
+        Some((content_type, bytes)) => {
+            ([(axum::http::header::CONTENT_TYPE, content_type)], bytes).into_response()
+        }
+        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// Names a request for the log: interaction tokens are hidden, ids become `{id}` in the

@@ -175,6 +175,9 @@ pub(crate) struct World {
     pub sent: HashMap<String, Vec<DcSent>>,
     pub interactions: HashMap<String, Interaction>,
     pub refuse_identify: bool,
+    /// Files users attached, by their CDN path `{channel}/{attachment id}/{file name}`:
+    /// content type and bytes.
+    pub attachments: HashMap<String, (String, Vec<u8>)>,
 }
 
 impl World {
