@@ -34,7 +34,10 @@ pub struct Fetched {
     pub file_name: String,
 }
 
-/// Loopback, private, link-local (cloud metadata), unspecified, multicast or CGNAT.
+/// Not a public unicast address: loopback, private, link-local (cloud metadata),
+/// unspecified ("this network"), multicast, broadcast, CGNAT, benchmarking, IETF protocol
+/// assignments, reserved; in IPv6 also unique-local, site-local, and the IPv4 addresses
+/// embedded in mapped, compatible, NAT64 and 6to4 addresses.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -42,19 +45,31 @@ pub fn is_private(ip: IpAddr) -> bool {
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
-                || v4.is_unspecified()
                 || v4.is_multicast()
                 || v4.is_broadcast()
+                || o[0] == 0 // "this network", 0.0.0.0/8
                 || (o[0] == 100 && (64..128).contains(&o[1])) // carrier-grade NAT
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+                || (o[0] == 198 && (o[1] == 18 || o[1] == 19)) // benchmarking
+                || o[0] >= 240 // reserved
         }
         IpAddr::V6(v6) => {
             let s = v6.segments();
+            let embedded = |a: u16, b: u16| {
+                let [x, y] = a.to_be_bytes();
+                let [z, w] = b.to_be_bytes();
+                is_private(IpAddr::V4(std::net::Ipv4Addr::new(x, y, z, w)))
+            };
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated)
                 || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
+                || (s[..6] == [0; 6] && embedded(s[6], s[7])) // IPv4-compatible
+                || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && embedded(s[6], s[7])) // NAT64
+                || (s[0] == 0x2002 && embedded(s[1], s[2])) // 6to4
         }
     }
 }
@@ -87,10 +102,10 @@ pub async fn resolve_public(
             h.eq_ignore_ascii_case(&bare) || h.parse::<IpAddr>().is_ok_and(|ip| ip == a.ip())
         })
     };
-    if let Some(private) = addrs.iter().find(|a| is_private(a.ip()) && !listed(a)) {
+    // The address itself is not named: a tenant must not map internal names through this.
+    if addrs.iter().any(|a| is_private(a.ip()) && !listed(a)) {
         return Err(format!(
-            "{bare} resolves to {}, a private or local address (security.webhook_allowed_hosts can allow it)",
-            private.ip()
+            "{bare} resolves to a private or local address (security.webhook_allowed_hosts can allow it)"
         ));
     }
     Ok((bare, addr))
@@ -192,6 +207,44 @@ pub async fn fetch_media(url: &str, options: &ConnectorOptions) -> Result<Fetche
 
 #[cfg(test)]
 mod tests {
+    use super::is_private;
+
+    #[test]
+    fn private_and_embedded_private_addresses_are_refused_and_public_ones_pass() {
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.1.2.3",
+            "100.64.0.1",
+            "192.0.0.8",
+            "198.18.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "fec0::1",
+            "::ffff:10.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+        ] {
+            assert!(is_private(a.parse().unwrap()), "{a} passed");
+        }
+        for a in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
+            assert!(!is_private(a.parse().unwrap()), "{a} refused");
+        }
+    }
+
     use super::*;
 
     #[test]

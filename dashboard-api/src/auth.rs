@@ -219,6 +219,10 @@ impl FromRequestParts<ApiState> for Caller {
         parts: &mut Parts,
         state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
+        // Already authenticated (and admitted) by the idempotency layer.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
         let from_query;
         let token = match bearer(parts) {
             Some(t) => t,

@@ -7,15 +7,17 @@
 //! are handled one at a time in this process, so a retry racing the first waits for its
 //! answer instead of creating a second time.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use switchboard_core::secret::sha256_hex;
 
+use crate::auth::Caller;
 use crate::{ApiError, ApiState};
 
 /// How long a key's first answer is replayed.
@@ -25,14 +27,20 @@ const MAX_BODY: usize = 6 << 20;
 /// Largest answer kept for replay.
 const MAX_ANSWER: usize = 1 << 20;
 
-/// Requests with the same key wait for each other: one lock per shard of keys.
-fn shard(id: &str) -> &'static tokio::sync::Mutex<()> {
-    static SHARDS: OnceLock<Vec<tokio::sync::Mutex<()>>> = OnceLock::new();
-    let shards = SHARDS.get_or_init(|| (0..64).map(|_| tokio::sync::Mutex::new(())).collect());
-    let h = id
-        .bytes()
-        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
-    &shards[h % shards.len()]
+/// Requests with the same key wait for each other (and for nothing else).
+type Locks = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+fn key_lock(id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Locks> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Locks::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    // Locks nobody holds or waits for are dropped as the map grows.
+    if locks.len() > 1024 {
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+    }
+    locks.entry(id.to_owned()).or_default().clone()
 }
 
 pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Response {
@@ -69,7 +77,15 @@ pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Respo
         who.extend(format!("\nPOST {path}").as_bytes());
         sha256_hex(&who)
     };
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // The caller first: nothing is read, replayed or waited for before the credential is
+    // checked and the tenant's rate admitted (the handler reuses this).
+    match Caller::from_request_parts(&mut parts, &s).await {
+        Ok(caller) => {
+            parts.extensions.insert(caller);
+        }
+        Err(e) => return e.into_response(),
+    }
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
@@ -83,7 +99,8 @@ pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Respo
     let mut request = sha256_hex(parts.uri.query().unwrap_or_default().as_bytes());
     request.push_str(&sha256_hex(&bytes));
     let request_hash = sha256_hex(request.as_bytes());
-    let _turn = shard(&format!("{scope}{key}")).lock().await;
+    let lock = key_lock(&format!("{scope}{key}"));
+    let _turn = lock.lock().await;
     match s.store.recall_answer(&scope, &key).await {
         Ok(Some(prior)) if chrono::Utc::now() - prior.created_at < TTL => {
             if prior.request_hash != request_hash {
@@ -93,7 +110,10 @@ pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Respo
                 )
                 .into_response();
             }
-            return replay(prior.status, prior.body);
+            return match s.control.open_secret(&prior.body) {
+                Ok(body) => replay(prior.status, body),
+                Err(e) => e.into_response(),
+            };
         }
         Ok(_) => {}
         Err(e) => return ApiError::from(e).into_response(),
@@ -104,26 +124,37 @@ pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Respo
     if !response.status().is_success() {
         return response;
     }
+    // Answers carry secrets (a new API key, a webhook secret): kept sealed with the master
+    // key. One too large to keep is answered as it is, not kept.
+    if response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|n| n > MAX_ANSWER)
+    {
+        tracing::warn!(%path, "an answer too large to keep for replay");
+        return response;
+    }
     let (parts, body) = response.into_parts();
-    let answer = match to_bytes(body, MAX_ANSWER).await {
+    let answer = match to_bytes(body, usize::MAX).await {
         Ok(b) => b,
-        Err(_) => {
-            return ApiError::internal().into_response();
-        }
+        Err(_) => return ApiError::internal().into_response(),
     };
     match std::str::from_utf8(&answer) {
-        Ok(text) => {
+        Ok(text) if answer.len() <= MAX_ANSWER => {
+            let sealed = s.control.seal_secret(text);
             if let Err(e) = s
                 .store
-                .remember_answer(&scope, &key, &request_hash, parts.status.as_u16(), text)
+                .remember_answer(&scope, &key, &request_hash, parts.status.as_u16(), &sealed)
                 .await
             {
-                // Done but not remembered: a retry would do it again. Say so rather than
-                // answer as if the key were kept.
+                // Done but not kept: a retry with the key would act again.
                 tracing::error!(error = %e, "cannot keep an idempotent answer");
             }
         }
-        Err(_) => tracing::warn!(%path, "an answer that is not text is not kept for replay"),
+        _ => {
+            tracing::warn!(%path, "an answer that is not text, or too large, is not kept for replay")
+        }
     }
     Response::from_parts(parts, Body::from(answer))
 }

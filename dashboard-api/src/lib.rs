@@ -75,6 +75,8 @@ pub trait Control: Send + Sync + 'static {
     fn counters(&self, bot_id: &str) -> BotCounters;
     /// A secret as it is stored (sealed with the master key when one is configured).
     fn seal_secret(&self, plain: &str) -> String;
+    /// What [`Control::seal_secret`] stored.
+    fn open_secret(&self, stored: &str) -> Result<String, ApiError>;
     /// Refuses an outbound webhook URL whose host resolves to a loopback, private,
     /// link-local or metadata address the operator did not allow (422 naming it).
     async fn check_webhook_url(&self, url: &str) -> Result<(), ApiError>;

@@ -443,6 +443,15 @@ impl Control for GatewayControl {
         switchboard_core::secret::store_secret(self.cipher.as_ref(), plain)
     }
 
+    fn open_secret(&self, stored: &str) -> Result<String, ApiError> {
+        switchboard_core::secret::read_secret(self.cipher.as_ref(), stored)
+            .map(|s| s.expose().to_owned())
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot open a stored secret");
+                ApiError::internal()
+            })
+    }
+
     async fn check_webhook_url(&self, url: &str) -> Result<(), ApiError> {
         let parsed =
             url::Url::parse(url).map_err(|e| ApiError::unprocessable(format!("url: {e}")))?;

@@ -15,7 +15,7 @@
 //! local unless `security.webhook_allowed_hosts` names it; the connection is pinned to the
 //! address checked and redirects are not followed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +37,8 @@ const EVENTS_PER_ROUND: u32 = 100;
 const RETRIES_PER_ROUND: u32 = 50;
 /// How often every subscription gets a round without new events (retries fall due).
 const TICK: Duration = Duration::from_millis(500);
+/// Events of other types a filtered subscription lets pass before it writes how far it is.
+const SKIP_WRITE_GAP: i64 = 256;
 
 #[derive(Clone)]
 pub struct WebhookSettings {
@@ -89,12 +91,29 @@ pub fn spawn(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rounds: HashMap<String, JoinHandle<()>> = HashMap::new();
         loop {
+            // The tenants with new events (`None`: every subscription's turn).
+            let mut tenants: Option<HashSet<String>> = Some(HashSet::new());
             tokio::select! {
-                _ = live.recv() => {
+                r = live.recv() => {
                     // Everything published meanwhile is read from the log by the rounds.
-                    while live.try_recv().is_ok() {}
+                    let mut next = r;
+                    loop {
+                        match next {
+                            Ok(e) => {
+                                if let Some(t) = tenants.as_mut() {
+                                    t.insert(e.tenant.clone());
+                                }
+                            }
+                            Err(_) => tenants = None,
+                        }
+                        next = match live.try_recv() {
+                            Ok(e) => Ok(e),
+                            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
+                            Err(_) => Err(tokio::sync::broadcast::error::RecvError::Closed),
+                        };
+                    }
                 }
-                _ = tick.tick() => {}
+                _ = tick.tick() => tenants = None,
                 _ = closing.cancelled() => break,
             }
             rounds.retain(|_, r| !r.is_finished());
@@ -106,7 +125,11 @@ pub fn spawn(
                 }
             };
             for target in targets {
-                if rounds.contains_key(&target.id) {
+                if rounds.contains_key(&target.id)
+                    || tenants
+                        .as_ref()
+                        .is_some_and(|t| !t.contains(&target.tenant))
+                {
                     continue;
                 }
                 let id = target.id.clone();
@@ -181,9 +204,12 @@ impl Round {
             ..WebhookProgress::default()
         };
         if events.is_empty() && due.is_empty() {
-            // Only events of other types: the subscription is up to date.
-            progress.delivered_seq = Some(last_seq);
-            self.write(progress).await;
+            // Only events of other types: the subscription is up to date. Written once the
+            // gap is worth a write (the page reads past a smaller one cheaply).
+            if last_seq - t.delivered_seq >= SKIP_WRITE_GAP {
+                progress.delivered_seq = Some(last_seq);
+                self.write(progress).await;
+            }
             return;
         }
         let sender = match self.sender().await {
@@ -228,9 +254,40 @@ impl Round {
                 }
             }
         }
+        if !healthy {
+            // The app is failing: the due retries not tried this round that are past the
+            // retry period are given up on now, not whenever their turn would come.
+            let tried: HashSet<i64> = progress
+                .recovered
+                .iter()
+                .copied()
+                .chain(progress.failed.iter().map(|f| f.seq))
+                .collect();
+            let now = Utc::now();
+            for retry in self.overdue(&t.id, now).await {
+                if !tried.contains(&retry.seq) {
+                    progress.failed.push(self.given_up(&retry, now));
+                }
+            }
+        }
         let mut delivered = t.delivered_seq;
         if healthy {
             for event in &events {
+                // Older than the retry period (the app was down that long): a dead letter
+                // without an attempt.
+                if Utc::now() - event.at >= to_chrono(self.settings.retry_for) {
+                    progress.failed.push(FailedDelivery {
+                        seq: event.seq,
+                        dead: true,
+                        attempts: 0,
+                        first_attempt_at: Utc::now(),
+                        next_attempt_at: Utc::now(),
+                        status: None,
+                        error: "not delivered within the retry period".into(),
+                    });
+                    delivered = event.seq;
+                    continue;
+                }
                 let outcome = match &sender {
                     Some(s) => s.deliver(event).await,
                     None => Err(refused("the URL cannot be reached")),
@@ -242,7 +299,7 @@ impl Round {
                 }
             }
             if events.len() < EVENTS_PER_ROUND as usize
-                && progress.failed.is_empty()
+                && progress.failed.iter().all(|f| f.dead)
                 && delivered >= events.last().map_or(0, |e| e.seq)
             {
                 delivered = delivered.max(last_seq);
@@ -300,6 +357,43 @@ impl Round {
         }
     }
 
+    /// Retries of the subscription past the retry period, due or not.
+    async fn overdue(&self, subscription: &str, now: chrono::DateTime<Utc>) -> Vec<WebhookFailure> {
+        let cutoff = now - to_chrono(self.settings.retry_for);
+        match self
+            .store
+            .due_webhook_retries(
+                subscription,
+                now + chrono::Duration::days(36_500),
+                RETRIES_PER_ROUND,
+            )
+            .await
+        {
+            Ok(all) => all
+                .into_iter()
+                .filter(|r| r.first_attempt_at < cutoff)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(subscription, error = %e, "webhooks: cannot read the retries");
+                Vec::new()
+            }
+        }
+    }
+
+    fn given_up(&self, retry: &WebhookFailure, now: chrono::DateTime<Utc>) -> FailedDelivery {
+        tracing::warn!(subscription = %self.target.id, seq = retry.seq, attempts = retry.attempts, "webhook delivery given up: dead letter");
+        metrics::counter!(switchboard_core::metrics::WEBHOOK_DEAD_LETTERS).increment(1);
+        FailedDelivery {
+            seq: retry.seq,
+            dead: true,
+            attempts: retry.attempts,
+            first_attempt_at: retry.first_attempt_at,
+            next_attempt_at: now,
+            status: retry.last_status,
+            error: retry.last_error.clone(),
+        }
+    }
+
     fn note(&self, f: &Failure, seq: i64, attempts: u32) {
         metrics::counter!(switchboard_core::metrics::WEBHOOK_FAILURES).increment(1);
         tracing::info!(subscription = %self.target.id, seq, attempts, status = ?f.status, error = %f.error, "webhook delivery failed");
@@ -315,6 +409,8 @@ impl Round {
         let http = reqwest::Client::builder()
             .resolve(&host, addr)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve the host itself, past the address checked.
+            .no_proxy()
             .connect_timeout(self.settings.timeout.min(Duration::from_secs(5)))
             .timeout(self.settings.timeout)
             .user_agent("Switchboard-Webhooks/1")
