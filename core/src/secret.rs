@@ -184,7 +184,6 @@ fn key_id(key: &[u8]) -> String {
 /// Prefix of every tenant API key, so secret scanners recognise leaked keys.
 pub const API_KEY_PREFIX: &str = "sk_";
 
-/// A new random tenant API key: `sk_` + 32 random bytes, base64url.
 /// A secret kept in a text column: sealed with the master key when one is configured
 /// (`sealed:` and the [`Sealed`] JSON), else as it is (`plain:`), like the config file holds
 /// secrets without one.
@@ -214,6 +213,7 @@ pub fn read_secret(cipher: Option<&Cipher>, stored: &str) -> Result<Secret, Stri
         .map_err(|_| "the stored secret is not UTF-8".to_string())
 }
 
+/// A new random tenant API key: `sk_` + 32 random bytes, base64url.
 pub fn generate_api_key() -> String {
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);

@@ -312,6 +312,32 @@ async fn only_tenant_names_the_single_tenant_and_none_once_there_are_two() {
 }
 
 #[tokio::test]
+async fn one_instance_at_a_time_holds_a_webhook_subscriptions_lease() {
+    for b in backends().await {
+        let s = &b.store;
+        tenant_with_bot(s, "acme", "a-bot").await;
+        let sub = s
+            .create_webhook("acme", "https://app.example/hook", &[], "plain:whsec_x")
+            .await
+            .unwrap();
+        let soon = chrono::Utc::now() + chrono::Duration::seconds(60);
+        assert!(s.lease_webhook(&sub.id, "instance-a", soon).await.unwrap());
+        assert!(!s.lease_webhook(&sub.id, "instance-b", soon).await.unwrap());
+        // The holder extends it; once it has run out, another instance takes it.
+        assert!(s.lease_webhook(&sub.id, "instance-a", soon).await.unwrap());
+        let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+        assert!(s.lease_webhook(&sub.id, "instance-a", past).await.unwrap());
+        assert!(s.lease_webhook(&sub.id, "instance-b", soon).await.unwrap());
+        assert!(!s.lease_webhook(&sub.id, "instance-a", soon).await.unwrap());
+        assert!(
+            !s.lease_webhook("no-such-subscription", "instance-a", soon)
+                .await
+                .unwrap()
+        );
+    }
+}
+
+#[tokio::test]
 async fn tenant_scope_hides_other_tenants_rows() {
     for b in backends().await {
         let s = &b.store;

@@ -39,6 +39,8 @@ const RETRIES_PER_ROUND: u32 = 50;
 const TICK: Duration = Duration::from_millis(500);
 /// Events of other types a filtered subscription lets pass before it writes how far it is.
 const SKIP_WRITE_GAP: i64 = 256;
+/// A round stops starting deliveries after this long (the lease outlives it).
+const ROUND_BUDGET: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct WebhookSettings {
@@ -90,6 +92,11 @@ pub fn spawn(
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rounds: HashMap<String, JoinHandle<()>> = HashMap::new();
+        // Several instances may share the store: one delivers for a subscription at a time,
+        // holding its lease (kept here until when, so that a busy subscription does not
+        // write one per round).
+        let owner = uuid::Uuid::now_v7().to_string();
+        let leases: Leases = Arc::default();
         loop {
             // The tenants with new events (`None`: every subscription's turn).
             let mut tenants: Option<HashSet<String>> = Some(HashSet::new());
@@ -138,6 +145,8 @@ pub fn spawn(
                     cipher: cipher.clone(),
                     settings: settings.clone(),
                     target,
+                    owner: owner.clone(),
+                    leases: leases.clone(),
                 };
                 rounds.insert(id, tokio::spawn(round.run()));
             }
@@ -148,11 +157,15 @@ pub fn spawn(
     })
 }
 
+type Leases = Arc<std::sync::Mutex<HashMap<String, std::time::Instant>>>;
+
 struct Round {
     store: Arc<Store>,
     cipher: Option<Cipher>,
     settings: WebhookSettings,
     target: WebhookTarget,
+    owner: String,
+    leases: Leases,
 }
 
 /// Why a delivery did not go through.
@@ -212,6 +225,10 @@ impl Round {
             }
             return;
         }
+        if !self.lease().await {
+            return;
+        }
+        let started = std::time::Instant::now();
         let sender = match self.sender().await {
             Ok(s) => Some(s),
             Err(error) => {
@@ -225,6 +242,9 @@ impl Round {
         };
         let mut healthy = true;
         for retry in due {
+            if started.elapsed() >= ROUND_BUDGET {
+                break;
+            }
             let event = match self
                 .store
                 .list_events(&t.tenant, retry.seq - 1, None, None, 1)
@@ -273,6 +293,9 @@ impl Round {
         let mut delivered = t.delivered_seq;
         if healthy {
             for event in &events {
+                if started.elapsed() >= ROUND_BUDGET {
+                    break;
+                }
                 // Older than the retry period (the app was down that long): a dead letter
                 // without an attempt.
                 if Utc::now() - event.at >= to_chrono(self.settings.retry_for) {
@@ -299,6 +322,7 @@ impl Round {
                 }
             }
             if events.len() < EVENTS_PER_ROUND as usize
+                && events.last().is_none_or(|e| e.seq <= delivered)
                 && progress.failed.iter().all(|f| f.dead)
                 && delivered >= events.last().map_or(0, |e| e.seq)
             {
@@ -309,6 +333,42 @@ impl Round {
             progress.delivered_seq = Some(delivered);
         }
         self.write(progress).await;
+    }
+
+    /// Whether this instance may deliver for the subscription now: its lease (taken for
+    /// twice a round's longest run) is still good for a round, or taken anew.
+    async fn lease(&self) -> bool {
+        let needed = ROUND_BUDGET + self.settings.timeout;
+        let now = std::time::Instant::now();
+        let id = &self.target.id;
+        let held = self
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .is_some_and(|until| *until > now + needed);
+        if held {
+            return true;
+        }
+        let span = needed * 2;
+        match self
+            .store
+            .lease_webhook(id, &self.owner, Utc::now() + to_chrono(span))
+            .await
+        {
+            Ok(true) => {
+                self.leases
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.clone(), now + span);
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(subscription = %id, error = %e, "webhooks: cannot take the lease");
+                false
+            }
+        }
     }
 
     async fn write(&self, progress: WebhookProgress) {

@@ -9,7 +9,11 @@ CREATE TABLE webhook_subscriptions (
     types         TEXT NOT NULL,
     secret        TEXT NOT NULL,
     delivered_seq BIGINT NOT NULL,
-    created_at    BIGINT NOT NULL
+    created_at    BIGINT NOT NULL,
+    -- The instance delivering for the subscription, until when (several instances share
+    -- the store; one delivers at a time).
+    lease_owner   TEXT,
+    lease_until   BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX webhook_subscriptions_tenant ON webhook_subscriptions (tenant_id, id);
 

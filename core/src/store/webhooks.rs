@@ -60,6 +60,11 @@ pub(super) enum WebhookOp {
         id: String,
     },
     Progress(WebhookProgress),
+    Lease {
+        id: String,
+        owner: String,
+        until: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, FromRow)]
@@ -170,6 +175,25 @@ impl Store {
     ) -> Result<(), StoreError> {
         let op = writer::Op::Webhook(Box::new(WebhookOp::Progress(progress)));
         self.write(op).await.map(|_| ())
+    }
+
+    /// Takes (or extends) the right to deliver for the subscription until `until`: true
+    /// when no other instance holds it now.
+    pub async fn lease_webhook(
+        &self,
+        id: &str,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let op = writer::Op::Webhook(Box::new(WebhookOp::Lease {
+            id: id.to_owned(),
+            owner: owner.to_owned(),
+            until,
+        }));
+        match self.write(op).await? {
+            writer::Output::Count(n) => Ok(n == 1),
+            other => Err(other.unexpected()),
+        }
     }
 
     pub async fn get_webhook(
@@ -327,6 +351,19 @@ pub(super) async fn apply(tx: &mut Conn, op: &WebhookOp) -> Result<Output, Store
                 return Err(StoreError::NotFound);
             }
             Ok(Output::Unit)
+        }
+        WebhookOp::Lease { id, owner, until } => {
+            let taken = sqlx::query(
+                "UPDATE webhook_subscriptions SET lease_owner = $1, lease_until = $2 \
+                 WHERE id = $3 AND (lease_until < $4 OR lease_owner = $1)",
+            )
+            .bind(owner)
+            .bind(to_micros(*until))
+            .bind(id)
+            .bind(now_micros())
+            .execute(&mut *tx)
+            .await?;
+            Ok(Output::Count(taken.rows_affected()))
         }
         WebhookOp::Progress(p) => {
             let exists: Option<(String,)> =
