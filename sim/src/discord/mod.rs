@@ -262,6 +262,19 @@ impl DiscordSim {
         content: &str,
         reply_to: Option<&str>,
     ) -> Result<String, DiscordSimError> {
+        self.post_user_message(channel_id, (author_id, username), content, reply_to, None)
+    }
+
+    /// MESSAGE_CREATE for a user's message, with at most one attached file (kept for the
+    /// CDN route).
+    fn post_user_message(
+        &self,
+        channel_id: &str,
+        (author_id, username): (&str, &str),
+        content: &str,
+        reply_to: Option<&str>,
+        file: Option<(&str, &str, Vec<u8>)>,
+    ) -> Result<String, DiscordSimError> {
         let mut world = self.world();
         let channel = world
             .channels
@@ -276,7 +289,7 @@ impl DiscordSim {
             .map(Bot::user)
             .collect();
         let id = shapes::snowflake();
-        let message = shapes::message(shapes::MessageParts {
+        let mut message = shapes::message(shapes::MessageParts {
             id: &id,
             channel_id,
             guild_id: channel.guild_id(),
@@ -288,6 +301,22 @@ impl DiscordSim {
             with_member: true,
             mentions: json!(mentions),
         });
+        if let Some((file_name, content_type, bytes)) = file {
+            let attachment_id = shapes::snowflake();
+            let path = format!("{channel_id}/{attachment_id}/{file_name}");
+            let url = format!("{}/attachments/{path}", self.base_url());
+            message["attachments"] = json!([{
+                "id": attachment_id,
+                "filename": file_name,
+                "size": bytes.len(),
+                "url": url,
+                "proxy_url": url,
+                "content_type": content_type,
+            }]);
+            world
+                .attachments
+                .insert(path, (content_type.to_owned(), bytes));
+        }
         world.remember_message(message.clone());
         drop(world);
         bump(&self.core().counters().updates_created, 1);
@@ -297,6 +326,7 @@ impl DiscordSim {
 
     /// A user's message with one attached file, served like Discord's CDN at
     /// `{base_url}/attachments/{channel}/{attachment id}/{file name}`. Returns the message id.
+    /// Panics if the channel is unknown.
     pub fn user_message_with_attachment(
         &self,
         channel_id: &str,
@@ -305,45 +335,8 @@ impl DiscordSim {
         content: &str,
         file: (&str, &str, Vec<u8>),
     ) -> String {
-        let (file_name, content_type, bytes) = file;
-        let mut world = self.world();
-        let channel = world
-            .channels
-            .get(channel_id)
-            .cloned()
-            .unwrap_or_else(|| panic!("user_message_with_attachment: no channel {channel_id}"));
-        let id = shapes::snowflake();
-        let attachment_id = shapes::snowflake();
-        let path = format!("{channel_id}/{attachment_id}/{file_name}");
-        let url = format!("{}/attachments/{path}", self.base_url());
-        let mut message = shapes::message(shapes::MessageParts {
-            id: &id,
-            channel_id,
-            guild_id: channel.guild_id(),
-            author: shapes::user(author_id, username, false),
-            content,
-            embeds: json!([]),
-            components: json!([]),
-            referenced: None,
-            with_member: true,
-            mentions: json!([]),
-        });
-        message["attachments"] = json!([{
-            "id": attachment_id,
-            "filename": file_name,
-            "size": bytes.len(),
-            "url": url,
-            "proxy_url": url,
-            "content_type": content_type,
-        }]);
-        world
-            .attachments
-            .insert(path, (content_type.to_owned(), bytes));
-        world.remember_message(message.clone());
-        drop(world);
-        bump(&self.core().counters().updates_created, 1);
-        self.publish_message("MESSAGE_CREATE", &message, &channel);
-        id
+        self.post_user_message(channel_id, (author_id, username), content, None, Some(file))
+            .unwrap_or_else(|e| panic!("user_message_with_attachment: {e}"))
     }
 
     /// A user edits their message: MESSAGE_UPDATE with the whole edited message. Panics if
