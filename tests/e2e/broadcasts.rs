@@ -513,3 +513,39 @@ async fn cancelling_a_sending_broadcast_stops_the_rest() {
         sim.shutdown();
     }
 }
+
+#[tokio::test]
+async fn a_scheduled_broadcast_patched_to_a_null_time_starts_now() {
+    let (sim, t) = setup(Backend::Sqlite).await;
+    let gid = group(&t, "Later", 900, 2).await;
+    let at = chrono::Utc::now() + chrono::Duration::hours(1);
+    let (status, b) = t
+        .post(
+            ACME_KEY,
+            "/v1/broadcasts",
+            json!({"bot_id": "at", "title": "Later", "content": {"type": "text", "text": "Soon"},
+                   "to": {"group_id": gid}, "scheduled_at": at.to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(status, 201, "{b}");
+    assert_eq!(b["status"], "scheduled");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let (status, patched) = t
+        .patch(
+            ACME_KEY,
+            &format!("/v1/broadcasts/{id}"),
+            json!({"scheduled_at": null}),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    let b = wait_broadcast(
+        &t,
+        &id,
+        |b| b["counts"]["delivered"] == 2,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(b["started_late"], false, "{b}");
+    t.stop().await;
+    sim.shutdown();
+}

@@ -615,5 +615,13 @@ async fn an_attached_file_is_streamed_from_the_platform() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "image/png");
     assert_eq!(r.bytes().await.unwrap().to_vec(), png);
+    // The one attachment is the n-th for n = 0 or 1 (counted either way); there is no other.
+    let id = m["id"].as_str().unwrap();
+    for (n, status) in [(0, 200), (1, 200), (2, 404)] {
+        let (got, _) =
+            s.t.get(ACME_KEY, &format!("/v1/messages/{id}/media?n={n}"))
+                .await;
+        assert_eq!(got, status, "n={n}");
+    }
     s.t.stop().await;
 }

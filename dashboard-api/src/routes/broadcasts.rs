@@ -206,6 +206,8 @@ pub async fn update(
                 let at = scheduled(Some(&t))?.unwrap_or_else(Utc::now);
                 patch.scheduled_at = Some(at.max(Utc::now()));
             }
+            // As on create: null is now (the scheduler starts it within a second).
+            ("scheduled_at", Value::Null) => patch.scheduled_at = Some(Utc::now()),
             (k, v) => {
                 return Err(ApiError::unprocessable(format!(
                     "{k}: cannot be set to {v} (title, content or scheduled_at)"

@@ -239,8 +239,11 @@ pub async fn media(
     ApiQuery(q): ApiQuery<MediaQuery>,
 ) -> Result<Response, ApiError> {
     let message = s.store.get_message(&caller.scope, &id).await?;
-    if q.n.unwrap_or(0) != 0 {
-        return Err(ApiError::not_found("this message has one attachment (n=0)"));
+    // A message carries one attachment: the first whether counted from 0 or from 1.
+    if q.n.unwrap_or(0) > 1 {
+        return Err(ApiError::not_found(
+            "this message has one attachment (n=0 or n=1, or no n)",
+        ));
     }
     let download = s.control.fetch_media(&message).await?;
     use futures::StreamExt;
