@@ -20,16 +20,18 @@ pub fn normalize_e164(raw: &str) -> Result<String, String> {
         .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
         .collect();
     let digits = cleaned.strip_prefix('+').unwrap_or("");
-    if (7..=15).contains(&digits.len())
+    if !((7..=15).contains(&digits.len())
         && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
+        && !digits.starts_with('0'))
     {
-        Ok(cleaned)
-    } else {
-        Err(format!(
+        return Err(format!(
             "{raw:?} is not a valid phone number in E.164 form (+ and 7 to 15 digits, e.g. \"+15551234567\")"
-        ))
+        ));
     }
+    // A country calling code in use and a length numbers there have (test ranges pass).
+    crate::phone::normalize(&cleaned, None).map_err(|_| {
+        format!("{raw:?} is not a phone number: no country has numbers of this code and length")
+    })
 }
 
 pub fn new_id() -> String {

@@ -92,10 +92,20 @@ mod tests {
 
     #[test]
     fn fictional_and_test_ranges_pass_but_unknown_codes_and_wrong_lengths_do_not() {
-        for ok in ["+15550001111", "+15551234567", "+447700900123", "+14155550101"] {
+        for ok in [
+            "+15550001111",
+            "+15551234567",
+            "+447700900123",
+            "+14155550101",
+        ] {
             assert!(normalize(ok, None).is_ok(), "{ok}");
         }
-        for bad in ["+99912345678", "+1555000111", "+155500011112", "+2547110000000000"] {
+        for bad in [
+            "+99912345678",
+            "+1555000111",
+            "+155500011112",
+            "+2547110000000000",
+        ] {
             assert!(normalize(bad, None).is_err(), "{bad}");
         }
     }

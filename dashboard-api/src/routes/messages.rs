@@ -284,5 +284,7 @@ mod tests {
         let err = normalize_e164("0551234").unwrap_err();
         assert!(err.detail.contains("\"0551234\""));
         assert!(normalize_e164("+0123456789").is_err());
+        // No country uses +999.
+        assert!(normalize_e164("+99912345678").is_err());
     }
 }
