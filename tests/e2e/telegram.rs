@@ -673,3 +673,39 @@ async fn a_fifth_of_sends_failing_delivers_each_message_once_with_bounded_retrie
     eprintln!("{requests} sendMessage requests in {:?}", started.elapsed());
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_webhook_to_a_bot_without_a_secret_fails_verification_with_401() {
+    let sim = TelegramSim::start(TelegramConfig::default())
+        .await
+        .expect("simulator starts");
+    sim.add_bot(TOKEN, "test_bot");
+    let bot = format!(
+        "[[bots]]\nid = \"tg\"\ntenant = \"acme\"\nplatform = \"telegram\"\nmode = \"polling\"\n\
+         poll_timeout_s = 5\ntoken = \"{TOKEN}\"\napi_base = \"{}\"\n",
+        sim.base_url()
+    );
+    let t = TestGateway::start(Options {
+        extra_toml: bot,
+        real_connectors: true,
+        ..Default::default()
+    })
+    .await;
+    t.wait_state(ACME_KEY, "tg", "running", Duration::from_secs(10))
+        .await;
+    let r = t
+        .http
+        .post(t.url("/webhooks/telegram/tg"))
+        .header("x-telegram-bot-api-secret-token", "anything")
+        .json(
+            &json!({"update_id": 1, "message": {"message_id": 1, "date": 0,
+            "chat": {"id": 1, "type": "private"}, "text": "forged"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let (_, messages) = t.get(ACME_KEY, "/v1/messages").await;
+    assert_eq!(messages["items"], json!([]), "nothing stored");
+    t.stop().await;
+}

@@ -172,10 +172,11 @@ impl TelegramConnector {
         if request.method != "POST" {
             return WebhookResponse::text(405, "POST only");
         }
+        // Without a secret nothing can be verified: a failed verification (API.md: 401).
         let Some(secret) = &self.webhook_secret else {
             return WebhookResponse::text(
-                404,
-                "this bot does not take webhooks (no webhook_secret)",
+                401,
+                "this bot has no webhook_secret, so no webhook can be verified",
             );
         };
         let presented = request
