@@ -97,6 +97,7 @@ pub fn spawn(
         // write one per round).
         let owner = uuid::Uuid::now_v7().to_string();
         let leases: Leases = Arc::default();
+        let mut targets: Vec<WebhookTarget> = Vec::new();
         loop {
             // The tenants with new events (`None`: every subscription's turn).
             let mut tenants: Option<HashSet<String>> = Some(HashSet::new());
@@ -124,14 +125,19 @@ pub fn spawn(
                 _ = closing.cancelled() => break,
             }
             rounds.retain(|_, r| !r.is_finished());
-            let targets = match store.webhook_targets().await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhooks: cannot read the subscriptions");
-                    continue;
+            // The subscriptions are read on the tick (a new one starts within it); a wake-up
+            // for new events uses the last read, so that ingest does not pay a read per
+            // commit, nor anything at all while there are no subscriptions.
+            if tenants.is_none() {
+                match store.webhook_targets().await {
+                    Ok(t) => targets = t,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "webhooks: cannot read the subscriptions");
+                        continue;
+                    }
                 }
-            };
-            for target in targets {
+            }
+            for target in targets.iter().cloned() {
                 if rounds.contains_key(&target.id)
                     || tenants
                         .as_ref()
@@ -175,7 +181,17 @@ struct Failure {
 }
 
 impl Round {
-    async fn run(self) {
+    async fn run(mut self) {
+        // The list the round was started from may be half a second old: how far the
+        // subscription was delivered (and whether it still exists) is read now.
+        match self.store.webhook_target(&self.target.id).await {
+            Ok(Some(fresh)) => self.target = fresh,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(subscription = %self.target.id, error = %e, "webhooks: cannot read the subscription");
+                return;
+            }
+        }
         let t = &self.target;
         let due = match self
             .store

@@ -237,11 +237,26 @@ impl Store {
 
     /// Every subscription, with its stored secret: the dispatcher's work list.
     pub async fn webhook_targets(&self) -> Result<Vec<WebhookTarget>, StoreError> {
-        let rows: Vec<(String, String, String, String, String, i64)> = sqlx::query_as(
-            "SELECT id, tenant_id, url, types, secret, delivered_seq FROM webhook_subscriptions ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        self.targets(None).await
+    }
+
+    /// One subscription as it is now (how far it was delivered), if it still exists.
+    pub async fn webhook_target(&self, id: &str) -> Result<Option<WebhookTarget>, StoreError> {
+        Ok(self.targets(Some(id)).await?.pop())
+    }
+
+    async fn targets(&self, id: Option<&str>) -> Result<Vec<WebhookTarget>, StoreError> {
+        let mut q = Sql::new(
+            "SELECT id, tenant_id, url, types, secret, delivered_seq FROM webhook_subscriptions",
+        );
+        if let Some(id) = id {
+            q.push(" WHERE id = ").bind(id.to_owned());
+        }
+        q.push(" ORDER BY id");
+        let rows: Vec<(String, String, String, String, String, i64)> =
+            sqlx::query_as_with::<sqlx::Any, _, _>(sqlx::AssertSqlSafe(q.text), q.args)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows
             .into_iter()
             .map(
