@@ -186,3 +186,40 @@ async fn tenants_and_api_keys_are_managed_by_the_admin() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn the_admin_token_edits_a_tenants_resource_by_id_without_naming_the_tenant() {
+    let t = TestGateway::start(Options::default()).await;
+    let (_, contact) = t
+        .post(
+            ACME_KEY,
+            "/v1/contacts",
+            json!({"name": "Ada", "phone": "+14155550101"}),
+        )
+        .await;
+    let (_, group) = t
+        .post(GLOBEX_KEY, "/v1/groups", json!({"name": "Globex VIPs"}))
+        .await;
+    let contact_path = format!("/v1/contacts/{}", contact["id"].as_str().unwrap());
+    let group_path = format!("/v1/groups/{}", group["id"].as_str().unwrap());
+    // Two tenants, no X-Switchboard-Tenant: the resource names its tenant.
+    let (status, edited) = t
+        .patch(ADMIN_TOKEN, &contact_path, json!({"name": "Ada L."}))
+        .await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["name"], "Ada L.");
+    let (status, _) = t.get(ACME_KEY, &contact_path).await;
+    assert_eq!(status, 200);
+    let (status, _) = t.delete(ADMIN_TOKEN, &group_path).await;
+    assert_eq!(status, 204);
+    let (status, _) = t.get(GLOBEX_KEY, &group_path).await;
+    assert_eq!(status, 404);
+    // An unknown id is still 404; creating still needs the tenant named.
+    let (status, _) = t.delete(ADMIN_TOKEN, "/v1/groups/nope").await;
+    assert_eq!(status, 404);
+    let (status, _) = t
+        .post(ADMIN_TOKEN, "/v1/groups", json!({"name": "Whose?"}))
+        .await;
+    assert_eq!(status, 422);
+    t.stop().await;
+}

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use switchboard_core::model::{Broadcast, BroadcastRecipient, Content};
 use switchboard_core::store::{BroadcastFilter, BroadcastPatch, NewBroadcast, Scope};
 
-use super::contacts::tenant;
+use super::contacts::{owner, tenant};
 use super::{List, parse_time};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, Pagination};
@@ -184,7 +184,7 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Json<Broadcast>, ApiError> {
-    let tenant = tenant(&caller)?;
+    let tenant = owner(&caller, s.store.get_broadcast(&caller.scope, &id)).await?;
     let current = s
         .store
         .get_broadcast(&Scope::Tenant(tenant.clone()), &id)
@@ -227,7 +227,7 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Broadcast>, ApiError> {
-    let tenant = tenant(&caller)?;
+    let tenant = owner(&caller, s.store.get_broadcast(&caller.scope, &id)).await?;
     Ok(Json(s.store.cancel_broadcast(&tenant, &id).await?))
 }
 
@@ -240,7 +240,7 @@ pub async fn resend_failed(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Broadcast>, ApiError> {
-    let tenant = tenant(&caller)?;
+    let tenant = owner(&caller, s.store.get_broadcast(&caller.scope, &id)).await?;
     let current = s
         .store
         .get_broadcast(&Scope::Tenant(tenant.clone()), &id)

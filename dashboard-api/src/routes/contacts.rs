@@ -55,6 +55,38 @@ pub(crate) fn tenant(caller: &Caller) -> Result<String, ApiError> {
     })
 }
 
+/// The tenant of a write to an existing resource: the caller's, or (the admin token without
+/// `X-Switchboard-Tenant`) the tenant of the resource `find` reads in the caller's scope.
+pub(crate) async fn owner<T: Owned>(
+    caller: &Caller,
+    find: impl std::future::Future<Output = Result<T, switchboard_core::StoreError>>,
+) -> Result<String, ApiError> {
+    match caller.scope.tenant() {
+        Some(t) => Ok(t.to_owned()),
+        None => Ok(find.await?.tenant().to_owned()),
+    }
+}
+
+/// A resource that belongs to one tenant.
+pub(crate) trait Owned {
+    fn tenant(&self) -> &str;
+}
+
+macro_rules! owned {
+    ($($t:ty),*) => {$(
+        impl Owned for $t {
+            fn tenant(&self) -> &str {
+                &self.tenant
+            }
+        }
+    )*};
+}
+owned!(
+    switchboard_core::model::Contact,
+    switchboard_core::model::Group,
+    switchboard_core::model::Broadcast
+);
+
 /// A contact as the API takes it.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -119,7 +151,7 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Json<Contact>, ApiError> {
-    let tenant = tenant(&caller)?;
+    let tenant = owner(&caller, s.store.get_contact(&caller.scope, &id)).await?;
     let mut patch = ContactPatch::default();
     for (key, value) in body {
         match (key.as_str(), value) {
@@ -152,7 +184,7 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = tenant(&caller)?;
+    let tenant = owner(&caller, s.store.get_contact(&caller.scope, &id)).await?;
     s.store.delete_contact(&tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

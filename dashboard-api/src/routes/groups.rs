@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use switchboard_core::model::Group;
 
 use super::List;
-use super::contacts::tenant;
+use super::contacts::{owner, tenant};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, Pagination};
 use crate::{ApiError, ApiState};
@@ -72,7 +72,7 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Json<Group>, ApiError> {
-    let tenant = tenant(&caller)?;
+    let tenant = owner(&caller, s.store.get_group(&caller.scope, &id)).await?;
     let (mut new_name, mut description) = (None, None);
     for (key, value) in body {
         match (key.as_str(), value) {
@@ -101,7 +101,7 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = tenant(&caller)?;
+    let tenant = owner(&caller, s.store.get_group(&caller.scope, &id)).await?;
     s.store.delete_group(&tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -123,7 +123,7 @@ pub async fn add_members(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Members>,
 ) -> Result<Json<Group>, ApiError> {
-    let tenant = tenant(&caller)?;
+    let tenant = owner(&caller, s.store.get_group(&caller.scope, &id)).await?;
     if body.contact_ids.len() > 10_000 {
         return Err(ApiError::unprocessable(
             "contact_ids: at most 10000 per request",
@@ -141,7 +141,7 @@ pub async fn remove_member(
     caller: Caller,
     Path((id, contact_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = tenant(&caller)?;
+    let tenant = owner(&caller, s.store.get_group(&caller.scope, &id)).await?;
     s.store.remove_member(&tenant, &id, &contact_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -18,7 +18,7 @@ use calamine::{Data, Reader};
 use serde::{Deserialize, Serialize};
 use switchboard_core::store::NewContact;
 
-use super::contacts::tenant;
+use super::contacts::owner;
 use crate::auth::Caller;
 use crate::extract::ApiQuery;
 use crate::{ApiError, ApiState};
@@ -106,7 +106,7 @@ pub async fn import(
     ApiQuery(q): ApiQuery<ImportQuery>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<ImportResult>, ApiError> {
-    let tenant = tenant(&caller)?;
+    let tenant = owner(&caller, s.store.get_group(&caller.scope, &id)).await?;
     s.store.get_group(&caller.scope, &id).await?;
     let region = match q.default_region.as_deref().filter(|r| !r.is_empty()) {
         None => None,
