@@ -95,6 +95,8 @@ pub async fn create(
         Some(_) => return Err(ApiError::unprocessable("tenant must be a string")),
     };
     let tenant = match (&caller.scope, named) {
+        // The admin names any tenant (its scope may default to the only one).
+        (_, Some(t)) if caller.admin => t,
         (switchboard_core::store::Scope::Tenant(own), Some(t)) if *own != t => {
             return Err(ApiError::forbidden(
                 "an API key creates bots in its own tenant only",

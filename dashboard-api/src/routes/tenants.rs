@@ -17,6 +17,9 @@ use crate::extract::ApiJson;
 use crate::{ApiError, ApiState};
 
 fn may_manage(caller: &Caller, tenant: &str) -> Result<(), ApiError> {
+    if caller.admin {
+        return Ok(());
+    }
     match &caller.scope {
         Scope::All => Ok(()),
         Scope::Tenant(t) if t == tenant => Ok(()),
