@@ -24,7 +24,7 @@ use crate::routes::*;
         conversations::list, conversations::get, conversations::messages,
         messages::create, messages::list, messages::get, messages::media,
         events::list, crate::feed::feed,
-        webhooks::list, webhooks::create, webhooks::get, webhooks::delete, webhooks::dead_letters,
+        webhooks::list, webhooks::create, webhooks::get, webhooks::update, webhooks::delete, webhooks::dead_letters,
     ),
     components(schemas(crate::problem::Problem)),
     modifiers(&BearerAuth),

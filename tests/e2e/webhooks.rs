@@ -147,12 +147,39 @@ async fn delivers_signed_events(backend: Backend) {
     assert!(!list.to_string().contains(SECRET));
     let (status, _) = t.get(GLOBEX_KEY, &format!("/v1/webhooks/{id}")).await;
     assert_eq!(status, 404);
+    // A new secret signs the next deliveries.
+    const NEW_SECRET: &str = "whsec_e2e_rotated_0123456789";
+    let (status, patched) = t
+        .patch(
+            ACME_KEY,
+            &format!("/v1/webhooks/{id}"),
+            json!({"secret": NEW_SECRET}),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert!(patched.get("secret").is_none());
+    inbound(&t, "wh-bot", 3).await;
+    wait_for("the fourth delivery", Duration::from_secs(10), || {
+        received.lock().unwrap().len() >= 4
+    })
+    .await;
+    let (headers, body) = received.lock().unwrap()[3].clone();
+    assert!(verify(NEW_SECRET, &headers, &body));
+    assert!(!verify(SECRET, &headers, &body));
+    let (status, _) = t
+        .patch(
+            ACME_KEY,
+            &format!("/v1/webhooks/{id}"),
+            json!({"url": "gopher://x"}),
+        )
+        .await;
+    assert_eq!(status, 422);
     // Deleted: nothing more is delivered.
     let (status, _) = t.delete(ACME_KEY, &format!("/v1/webhooks/{id}")).await;
     assert_eq!(status, 204);
-    inbound(&t, "wh-bot", 3).await;
+    inbound(&t, "wh-bot", 4).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(received.lock().unwrap().len(), 3);
+    assert_eq!(received.lock().unwrap().len(), 4);
     t.stop().await;
 }
 

@@ -59,6 +59,14 @@ pub(super) enum WebhookOp {
         tenant: String,
         id: String,
     },
+    /// New values for what is `Some`.
+    Update {
+        tenant: String,
+        id: String,
+        url: Option<String>,
+        types: Option<Vec<String>>,
+        secret: Option<String>,
+    },
     Progress(WebhookProgress),
     Lease {
         id: String,
@@ -166,6 +174,27 @@ impl Store {
             id: id.to_owned(),
         }));
         self.write(op).await.map(|_| ())
+    }
+
+    /// Changes a subscription's URL, types or (sealed) secret; deliveries from then on use
+    /// them.
+    pub async fn update_webhook(
+        &self,
+        tenant: &str,
+        id: &str,
+        url: Option<String>,
+        types: Option<Vec<String>>,
+        secret: Option<String>,
+    ) -> Result<WebhookSubscription, StoreError> {
+        let op = writer::Op::Webhook(Box::new(WebhookOp::Update {
+            tenant: tenant.to_owned(),
+            id: id.to_owned(),
+            url,
+            types,
+            secret,
+        }));
+        self.write(op).await?;
+        self.get_webhook(&Scope::Tenant(tenant.into()), id).await
     }
 
     /// Writes what a dispatch round did (nothing when the subscription was deleted meanwhile).
@@ -363,6 +392,33 @@ pub(super) async fn apply(tx: &mut Conn, op: &WebhookOp) -> Result<Output, Store
                     .execute(&mut *tx)
                     .await?;
             if gone.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(Output::Unit)
+        }
+        WebhookOp::Update {
+            tenant,
+            id,
+            url,
+            types,
+            secret,
+        } => {
+            let mut q = Sql::new("UPDATE webhook_subscriptions SET id = id");
+            if let Some(url) = url {
+                q.push(", url = ").bind(url.clone());
+            }
+            if let Some(types) = types {
+                q.push(", types = ").bind(types.join(","));
+            }
+            if let Some(secret) = secret {
+                q.push(", secret = ").bind(secret.clone());
+            }
+            q.push(" WHERE id = ").bind(id.clone());
+            q.push(" AND tenant_id = ").bind(tenant.clone());
+            let done = sqlx::query_with::<sqlx::Any, _>(sqlx::AssertSqlSafe(q.text), q.args)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() == 0 {
                 return Err(StoreError::NotFound);
             }
             Ok(Output::Unit)

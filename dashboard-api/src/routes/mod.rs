@@ -85,7 +85,9 @@ pub fn router() -> Router<ApiState> {
         .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
         .route(
             "/v1/webhooks/{id}",
-            get(webhooks::get).delete(webhooks::delete),
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
         )
         .route(
             "/v1/webhooks/{id}/dead-letters",

@@ -160,6 +160,47 @@ pub async fn get(
     Ok(Json(s.store.get_webhook(&caller.scope, &id).await?))
 }
 
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookPatch {
+    pub url: Option<String>,
+    #[serde(alias = "event_types", alias = "events")]
+    pub types: Option<Vec<String>>,
+    /// A new signing secret (16-256 characters), used from the next delivery on.
+    pub secret: Option<String>,
+}
+
+/// Changes the URL, the event types or the secret; the next deliveries use them.
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", request_body = WebhookPatch,
+    responses((status = 200, body = WebhookSubscription), (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<WebhookPatch>,
+) -> Result<Json<WebhookSubscription>, ApiError> {
+    let found = s.store.get_webhook(&caller.scope, &id).await?;
+    let url = match body.url {
+        Some(raw) => {
+            let url = url(&raw)?;
+            s.control.check_webhook_url(&url).await?;
+            Some(url)
+        }
+        None => None,
+    };
+    let types = body.types.map(types).transpose()?;
+    let secret = match body.secret {
+        Some(raw) => Some(s.control.seal_secret(&secret(Some(raw))?)),
+        None => None,
+    };
+    Ok(Json(
+        s.store
+            .update_webhook(&found.tenant, &id, url, types, secret)
+            .await?,
+    ))
+}
+
 /// Deletes the subscription: nothing more is delivered, its failed deliveries go with it.
 #[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks",
     responses((status = 204), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
