@@ -338,6 +338,39 @@ async fn one_instance_at_a_time_holds_a_webhook_subscriptions_lease() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_is_claimed_by_one_request_until_answered_or_released() {
+    for b in backends().await {
+        let s = &b.store;
+        // Two instances given one key at once: one claims it, the other does not.
+        assert!(s.claim_answer("scope", "k", "h1").await.unwrap());
+        assert!(!s.claim_answer("scope", "k", "h1").await.unwrap());
+        let pending = s.recall_answer("scope", "k").await.unwrap().unwrap();
+        assert_eq!(pending.status, 0, "in progress");
+        // The claimant's answer replaces its claim and then stays.
+        s.remember_answer("scope", "k", "h1", 201, "{\"id\":1}")
+            .await
+            .unwrap();
+        let kept = s.recall_answer("scope", "k").await.unwrap().unwrap();
+        assert_eq!((kept.status, kept.body.as_str()), (201, "{\"id\":1}"));
+        assert!(!s.claim_answer("scope", "k", "h1").await.unwrap());
+        s.remember_answer("scope", "k", "h1", 201, "{\"id\":2}")
+            .await
+            .unwrap();
+        assert_eq!(
+            s.recall_answer("scope", "k").await.unwrap().unwrap().body,
+            "{\"id\":1}",
+            "the first answer stays"
+        );
+        // A claim given up (the request failed) frees the key; an answer is not released.
+        assert!(s.claim_answer("scope", "other", "h").await.unwrap());
+        s.release_answer("scope", "other").await.unwrap();
+        assert!(s.claim_answer("scope", "other", "h").await.unwrap());
+        s.release_answer("scope", "k").await.unwrap();
+        assert!(s.recall_answer("scope", "k").await.unwrap().is_some());
+    }
+}
+
+#[tokio::test]
 async fn tenant_scope_hides_other_tenants_rows() {
     for b in backends().await {
         let s = &b.store;

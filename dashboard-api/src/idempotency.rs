@@ -5,7 +5,8 @@
 //! credential, the path and the key, and replayed (with `Idempotent-Replayed: true`) for 24 h
 //! to the same request; the same key with a different body is 409. Requests with one key
 //! are handled one at a time in this process, so a retry racing the first waits for its
-//! answer instead of creating a second time.
+//! answer instead of creating a second time; the key is claimed in the store before acting,
+//! so another instance given it meanwhile answers 409 (retry shortly) instead of acting.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -101,27 +102,28 @@ pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Respo
     let request_hash = sha256_hex(request.as_bytes());
     let lock = key_lock(&format!("{scope}{key}"));
     let _turn = lock.lock().await;
-    match s.store.recall_answer(&scope, &key).await {
-        Ok(Some(prior)) if chrono::Utc::now() - prior.created_at < TTL => {
-            if prior.request_hash != request_hash {
-                return ApiError::new(
-                    StatusCode::CONFLICT,
-                    "this Idempotency-Key was used within 24 h for a different request",
-                )
-                .into_response();
-            }
-            return match s.control.open_secret(&prior.body) {
-                Ok(body) => replay(prior.status, body),
-                Err(e) => e.into_response(),
-            };
+    if let Some(answer) = answered(&s, &scope, &key, &request_hash).await {
+        return answer;
+    }
+    // Claimed in the store, so that another instance given the key meanwhile waits for
+    // this answer instead of acting too.
+    match s.store.claim_answer(&scope, &key, &request_hash).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return answered(&s, &scope, &key, &request_hash)
+                .await
+                .unwrap_or_else(in_progress);
         }
-        Ok(_) => {}
         Err(e) => return ApiError::from(e).into_response(),
     }
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
     if !response.status().is_success() {
+        // Nothing was done (or nothing to replay): the key is free for a retry.
+        if let Err(e) = s.store.release_answer(&scope, &key).await {
+            tracing::warn!(error = %e, "cannot release an Idempotency-Key claim; it lapses by itself");
+        }
         return response;
     }
     // Answers carry secrets (a new API key, a webhook secret): kept sealed with the master
@@ -157,6 +159,45 @@ pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Respo
         }
     }
     Response::from_parts(parts, Body::from(answer))
+}
+
+/// The answer a key already has: its first answer replayed, 409 for another request, 409
+/// while its first request is in progress; `None` when the key is free.
+async fn answered(s: &ApiState, scope: &str, key: &str, request_hash: &str) -> Option<Response> {
+    let prior = match s.store.recall_answer(scope, key).await {
+        Ok(Some(prior)) => prior,
+        Ok(None) => return None,
+        Err(e) => return Some(ApiError::from(e).into_response()),
+    };
+    let age = chrono::Utc::now() - prior.created_at;
+    if age >= TTL {
+        return None;
+    }
+    if prior.request_hash != request_hash {
+        return Some(
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "this Idempotency-Key was used within 24 h for a different request",
+            )
+            .into_response(),
+        );
+    }
+    if prior.status == 0 {
+        return (age < switchboard_core::store::ABANDONED_AFTER).then(in_progress);
+    }
+    Some(match s.control.open_secret(&prior.body) {
+        Ok(body) => replay(prior.status, body),
+        Err(e) => e.into_response(),
+    })
+}
+
+fn in_progress() -> Response {
+    let mut e = ApiError::new(
+        StatusCode::CONFLICT,
+        "a request with this Idempotency-Key is still in progress; retry shortly",
+    );
+    e.retry_after = Some(1);
+    e.into_response()
 }
 
 fn replay(status: u16, body: String) -> Response {

@@ -17,7 +17,7 @@ pub use broadcasts::{
 };
 mod groups;
 mod idempotency;
-pub use idempotency::StoredAnswer;
+pub use idempotency::{ABANDONED_AFTER, StoredAnswer};
 mod stats;
 pub use stats::parse_time_zone;
 mod reads;

@@ -178,6 +178,10 @@ pub(super) enum Op {
     },
     Webhook(Box<super::webhooks::WebhookOp>),
     RememberAnswer(Box<super::idempotency::NewAnswer>),
+    ReleaseAnswer {
+        scope: String,
+        key: String,
+    },
     Shutdown,
 }
 
@@ -988,6 +992,7 @@ async fn apply(
             .map(Output::Bulk),
         Op::Webhook(op) => super::webhooks::apply(tx, op).await,
         Op::RememberAnswer(a) => super::idempotency::remember(tx, a).await,
+        Op::ReleaseAnswer { scope, key } => super::idempotency::release(tx, scope, key).await,
         Op::CreateGroup {
             tenant,
             name,
