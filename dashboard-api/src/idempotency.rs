@@ -44,26 +44,29 @@ fn key_lock(id: &str) -> Arc<tokio::sync::Mutex<()>> {
     locks.entry(id.to_owned()).or_default().clone()
 }
 
+/// The request's `Idempotency-Key`, if it sent one (1 to 255 visible ASCII characters).
+pub fn key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    raw.to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .map(|k| Some(k.to_owned()))
+        .ok_or_else(|| {
+            ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters")
+        })
+}
+
 pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     if req.method() != Method::POST || !path.starts_with("/v1/") || path == "/v1/messages" {
         return next.run(req).await;
     }
-    let Some(raw) = req.headers().get("idempotency-key") else {
-        return next.run(req).await;
-    };
-    let key = match raw
-        .to_str()
-        .ok()
-        .filter(|k| !k.is_empty() && k.len() <= 255)
-    {
-        Some(k) => k.to_owned(),
-        None => {
-            return ApiError::bad_request(
-                "Idempotency-Key must be 1 to 255 visible ASCII characters",
-            )
-            .into_response();
-        }
+    let key = match key(req.headers()) {
+        Ok(Some(k)) => k,
+        Ok(None) => return next.run(req).await,
+        Err(e) => return e.into_response(),
     };
     let scope = {
         let credential = |name: &str| {
@@ -119,22 +122,14 @@ pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Respo
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
-    if !response.status().is_success() {
-        // Nothing was done (or nothing to replay): the key is free for a retry.
-        if let Err(e) = s.store.release_answer(&scope, &key).await {
-            tracing::warn!(error = %e, "cannot release an Idempotency-Key claim; it lapses by itself");
-        }
-        return response;
-    }
-    // Answers carry secrets (a new API key, a webhook secret): kept sealed with the master
-    // key. One too large to keep is answered as it is, not kept.
-    if response
+    let too_large = response
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .is_some_and(|n| n > MAX_ANSWER)
-    {
-        tracing::warn!(%path, "an answer too large to keep for replay");
+        .is_some_and(|n| n > MAX_ANSWER);
+    if !response.status().is_success() || too_large {
+        // Nothing was done, or nothing can be replayed: the key is free for a retry.
+        release(&s, &scope, &key, &path).await;
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -142,6 +137,8 @@ pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Respo
         Ok(b) => b,
         Err(_) => return ApiError::internal().into_response(),
     };
+    // Answers carry secrets (a new API key, a webhook secret): kept sealed with the master
+    // key.
     match std::str::from_utf8(&answer) {
         Ok(text) if answer.len() <= MAX_ANSWER => {
             let sealed = s.control.seal_secret(text);
@@ -154,11 +151,16 @@ pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Respo
                 tracing::error!(error = %e, "cannot keep an idempotent answer");
             }
         }
-        _ => {
-            tracing::warn!(%path, "an answer that is not text, or too large, is not kept for replay")
-        }
+        _ => release(&s, &scope, &key, &path).await,
     }
     Response::from_parts(parts, Body::from(answer))
+}
+
+/// Gives the key's claim up (an answer that failed, or one that cannot be kept).
+async fn release(s: &ApiState, scope: &str, key: &str, path: &str) {
+    if let Err(e) = s.store.release_answer(scope, key).await {
+        tracing::warn!(%path, error = %e, "cannot release an Idempotency-Key claim; it lapses by itself");
+    }
 }
 
 /// The answer a key already has: its first answer replayed, 409 for another request, 409

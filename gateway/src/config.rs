@@ -249,6 +249,16 @@ fn apply_env_overrides(root: &mut Value, env: &dyn Environment, problems: &mut V
     }
 }
 
+/// A value read as text: a string, or an integer as the digits it was written as (an
+/// all-digit token or id given by an environment override parses as a TOML integer).
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Integer(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
 fn set_path(node: &mut Value, path: &[String], value: Value) -> Result<(), String> {
     let (head, rest) = path.split_first().ok_or("empty key")?;
     let child = match node {
@@ -346,19 +356,15 @@ impl Reader<'_> {
     }
 
     fn string(&mut self, t: Option<&toml::Table>, parent: &str, k: &str) -> Option<String> {
-        match t.and_then(|t| t.get(k)) {
-            None => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            // An all-digit token or id given by an environment override.
-            Some(Value::Integer(i)) => Some(i.to_string()),
-            Some(other) => {
-                self.problem(
-                    key(parent, k),
-                    format!("expected a string, got {}", other.type_str()),
-                );
-                None
-            }
+        let v = t.and_then(|t| t.get(k))?;
+        let s = text(v);
+        if s.is_none() {
+            self.problem(
+                key(parent, k),
+                format!("expected a string, got {}", v.type_str()),
+            );
         }
+        s
     }
 
     fn int(
@@ -936,19 +942,13 @@ impl Reader<'_> {
             for (k, v) in t {
                 match k.as_str() {
                     "id" | "tenant" | "platform" | "enabled" => {}
-                    k if CREDENTIAL_FIELDS.contains(&k) => match v {
-                        // An all-digit secret given by an environment override reads as TOML
-                        // integer; it is the string it was written as.
-                        Value::String(_) | Value::Integer(_) => {
-                            let raw = match v {
-                                Value::Integer(i) => i.to_string(),
-                                _ => v.as_str().unwrap_or_default().to_owned(),
-                            };
+                    k if CREDENTIAL_FIELDS.contains(&k) => match text(v) {
+                        Some(raw) => {
                             if let Some(s) = self.secret(&key(&at, k), &raw) {
                                 credentials.insert(k.to_string(), s);
                             }
                         }
-                        _ => self.problem(
+                        None => self.problem(
                             key(&at, k),
                             "expected a string (a literal, env:VAR or file:PATH)",
                         ),

@@ -26,6 +26,7 @@ use sha2::Sha256;
 use switchboard_core::model::{Event, WebhookFailure};
 use switchboard_core::secret::{Cipher, Secret, read_secret};
 use switchboard_core::store::{FailedDelivery, Store, WebhookProgress, WebhookTarget};
+use tokio::sync::broadcast::error::TryRecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -92,45 +93,50 @@ pub fn spawn(
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rounds: HashMap<String, JoinHandle<()>> = HashMap::new();
-        // Several instances may share the store: one delivers for a subscription at a time,
-        // holding its lease (kept here until when, so that a busy subscription does not
-        // write one per round).
-        let owner = uuid::Uuid::now_v7().to_string();
-        let leases: Leases = Arc::default();
+        let shared = Arc::new(Shared {
+            owner: uuid::Uuid::now_v7().to_string(),
+            leases: Default::default(),
+            clients: Default::default(),
+        });
         let mut targets: Vec<WebhookTarget> = Vec::new();
         loop {
             // The tenants with new events (`None`: every subscription's turn).
-            let mut tenants: Option<HashSet<String>> = Some(HashSet::new());
-            tokio::select! {
+            let tenants: Option<HashSet<String>> = tokio::select! {
                 r = live.recv() => {
-                    // Everything published meanwhile is read from the log by the rounds.
-                    let mut next = r;
-                    loop {
-                        match next {
-                            Ok(e) => {
-                                if let Some(t) = tenants.as_mut() {
-                                    t.insert(e.tenant.clone());
-                                }
-                            }
-                            Err(_) => tenants = None,
-                        }
-                        next = match live.try_recv() {
-                            Ok(e) => Ok(e),
-                            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
-                            Err(_) => Err(tokio::sync::broadcast::error::RecvError::Closed),
-                        };
+                    // Everything published meanwhile is read from the log by the rounds;
+                    // after a lag, every subscription looks.
+                    let mut seen = HashSet::new();
+                    let mut lagged = r.is_err();
+                    if let Ok(e) = r {
+                        seen.insert(e.tenant.clone());
                     }
+                    loop {
+                        match live.try_recv() {
+                            Ok(e) => {
+                                seen.insert(e.tenant.clone());
+                            }
+                            Err(TryRecvError::Empty) => break,
+                            Err(_) => {
+                                lagged = true;
+                                break;
+                            }
+                        }
+                    }
+                    (!lagged).then_some(seen)
                 }
-                _ = tick.tick() => tenants = None,
+                _ = tick.tick() => None,
                 _ = closing.cancelled() => break,
-            }
+            };
             rounds.retain(|_, r| !r.is_finished());
             // The subscriptions are read on the tick (a new one starts within it); a wake-up
             // for new events uses the last read, so that ingest does not pay a read per
             // commit, nor anything at all while there are no subscriptions.
             if tenants.is_none() {
                 match store.webhook_targets().await {
-                    Ok(t) => targets = t,
+                    Ok(t) => {
+                        targets = t;
+                        shared.forget_others(&targets);
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "webhooks: cannot read the subscriptions");
                         continue;
@@ -151,8 +157,7 @@ pub fn spawn(
                     cipher: cipher.clone(),
                     settings: settings.clone(),
                     target,
-                    owner: owner.clone(),
-                    leases: leases.clone(),
+                    shared: shared.clone(),
                 };
                 rounds.insert(id, tokio::spawn(round.run()));
             }
@@ -163,15 +168,38 @@ pub fn spawn(
     })
 }
 
-type Leases = Arc<std::sync::Mutex<HashMap<String, std::time::Instant>>>;
+/// What the rounds of one dispatcher keep between them, by subscription id.
+struct Shared {
+    /// This instance, as a lease holder.
+    owner: String,
+    /// Until when this instance holds a subscription's lease (several instances may share
+    /// the store; one delivers at a time, and a busy subscription does not write one per
+    /// round).
+    leases: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// The HTTP client of a subscription, pinned to the address its host resolved to: kept
+    /// while the host resolves there, so that deliveries reuse their connections.
+    clients: std::sync::Mutex<HashMap<String, (String, SocketAddr, reqwest::Client)>>,
+}
+
+impl Shared {
+    /// Drops what is kept for subscriptions no longer in `targets`.
+    fn forget_others(&self, targets: &[WebhookTarget]) {
+        let ids: HashSet<&str> = targets.iter().map(|t| t.id.as_str()).collect();
+        lock(&self.leases).retain(|id, _| ids.contains(id.as_str()));
+        lock(&self.clients).retain(|id, _| ids.contains(id.as_str()));
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 struct Round {
     store: Arc<Store>,
     cipher: Option<Cipher>,
     settings: WebhookSettings,
     target: WebhookTarget,
-    owner: String,
-    leases: Leases,
+    shared: Arc<Shared>,
 }
 
 /// Why a delivery did not go through.
@@ -195,7 +223,7 @@ impl Round {
         let t = &self.target;
         let due = match self
             .store
-            .due_webhook_retries(&t.id, Utc::now(), RETRIES_PER_ROUND)
+            .webhook_retries(&t.id, Some(Utc::now()), None, RETRIES_PER_ROUND)
             .await
         {
             Ok(d) => d,
@@ -252,10 +280,6 @@ impl Round {
                 None
             }
         };
-        let refused = |error: &str| Failure {
-            status: None,
-            error: error.to_owned(),
-        };
         let mut healthy = true;
         for retry in due {
             if started.elapsed() >= ROUND_BUDGET {
@@ -277,11 +301,7 @@ impl Round {
                     break;
                 }
             };
-            let outcome = match &sender {
-                Some(s) => s.deliver(&event).await,
-                None => Err(refused("the URL cannot be reached")),
-            };
-            match outcome {
+            match attempt(&sender, &event).await {
                 Ok(()) => progress.recovered.push(retry.seq),
                 Err(f) => {
                     progress.failed.push(self.failed_again(&retry, f));
@@ -327,20 +347,17 @@ impl Round {
                     delivered = event.seq;
                     continue;
                 }
-                let outcome = match &sender {
-                    Some(s) => s.deliver(event).await,
-                    None => Err(refused("the URL cannot be reached")),
-                };
                 delivered = event.seq;
-                if let Err(f) = outcome {
+                if let Err(f) = attempt(&sender, event).await {
                     progress.failed.push(self.first_failure(event.seq, f));
                     break;
                 }
             }
+            // The whole page went (or was given up on): the events of other types after it,
+            // up to `last_seq`, are passed too.
             if events.len() < EVENTS_PER_ROUND as usize
                 && events.last().is_none_or(|e| e.seq <= delivered)
                 && progress.failed.iter().all(|f| f.dead)
-                && delivered >= events.last().map_or(0, |e| e.seq)
             {
                 delivered = delivered.max(last_seq);
             }
@@ -357,26 +374,20 @@ impl Round {
         let needed = ROUND_BUDGET + self.settings.timeout;
         let now = std::time::Instant::now();
         let id = &self.target.id;
-        let held = self
-            .leases
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        if lock(&self.shared.leases)
             .get(id)
-            .is_some_and(|until| *until > now + needed);
-        if held {
+            .is_some_and(|until| *until > now + needed)
+        {
             return true;
         }
         let span = needed * 2;
         match self
             .store
-            .lease_webhook(id, &self.owner, Utc::now() + to_chrono(span))
+            .lease_webhook(id, &self.shared.owner, Utc::now() + to_chrono(span))
             .await
         {
             Ok(true) => {
-                self.leases
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id.clone(), now + span);
+                lock(&self.shared.leases).insert(id.clone(), now + span);
                 true
             }
             Ok(false) => false,
@@ -436,24 +447,13 @@ impl Round {
     /// Retries of the subscription past the retry period, due or not.
     async fn overdue(&self, subscription: &str, now: chrono::DateTime<Utc>) -> Vec<WebhookFailure> {
         let cutoff = now - to_chrono(self.settings.retry_for);
-        match self
-            .store
-            .due_webhook_retries(
-                subscription,
-                now + chrono::Duration::days(36_500),
-                RETRIES_PER_ROUND,
-            )
+        self.store
+            .webhook_retries(subscription, None, Some(cutoff), RETRIES_PER_ROUND)
             .await
-        {
-            Ok(all) => all
-                .into_iter()
-                .filter(|r| r.first_attempt_at < cutoff)
-                .collect(),
-            Err(e) => {
+            .unwrap_or_else(|e| {
                 tracing::warn!(subscription, error = %e, "webhooks: cannot read the retries");
                 Vec::new()
-            }
-        }
+            })
     }
 
     fn given_up(&self, retry: &WebhookFailure, now: chrono::DateTime<Utc>) -> FailedDelivery {
@@ -482,22 +482,44 @@ impl Round {
         let (host, addr): (String, SocketAddr) =
             switchboard_connectors::resolve_public(&url, &self.settings.allowed_hosts).await?;
         let secret = read_secret(self.cipher.as_ref(), &self.target.secret)?;
-        let http = reqwest::Client::builder()
-            .resolve(&host, addr)
-            .redirect(reqwest::redirect::Policy::none())
-            // A proxy would resolve the host itself, past the address checked.
-            .no_proxy()
-            .connect_timeout(self.settings.timeout.min(Duration::from_secs(5)))
-            .timeout(self.settings.timeout)
-            .user_agent("Switchboard-Webhooks/1")
-            .build()
-            .map_err(|e| e.to_string())?;
+        let kept = lock(&self.shared.clients)
+            .get(&self.target.id)
+            .filter(|(h, a, _)| *h == host && *a == addr)
+            .map(|(_, _, c)| c.clone());
+        let http = match kept {
+            Some(c) => c,
+            None => {
+                let c = reqwest::Client::builder()
+                    .resolve(&host, addr)
+                    .redirect(reqwest::redirect::Policy::none())
+                    // A proxy would resolve the host itself, past the address checked.
+                    .no_proxy()
+                    .connect_timeout(self.settings.timeout.min(Duration::from_secs(5)))
+                    .timeout(self.settings.timeout)
+                    .user_agent("Switchboard-Webhooks/1")
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                lock(&self.shared.clients).insert(self.target.id.clone(), (host, addr, c.clone()));
+                c
+            }
+        };
         Ok(Sender {
             http,
             url,
             secret,
             subscription: self.target.id.clone(),
         })
+    }
+}
+
+/// One delivery, or why it did not go (no sender: the URL could not be resolved or checked).
+async fn attempt(sender: &Option<Sender>, event: &Event) -> Result<(), Failure> {
+    match sender {
+        Some(s) => s.deliver(event).await,
+        None => Err(Failure {
+            status: None,
+            error: "the URL cannot be reached".into(),
+        }),
     }
 }
 

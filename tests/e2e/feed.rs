@@ -40,18 +40,6 @@ where
     }
 }
 
-async fn inbound(t: &TestGateway, bot: &str, secret: &str, update: i64) {
-    let r = t
-        .http
-        .post(t.url(&format!("/webhooks/telegram/{bot}")))
-        .header("x-fake-secret", secret)
-        .json(&json!({"update_id": update, "chat": format!("c{}", update % 7), "user": "u1", "text": format!("t{update}")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-}
-
 #[tokio::test]
 async fn replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_writes() {
     for backend in backends() {
@@ -65,7 +53,7 @@ async fn replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_writes() 
         t.wait_state(ACME_KEY, "feed-bot", "running", Duration::from_secs(5))
             .await;
         for u in 0..50 {
-            inbound(&t, "feed-bot", "s1", u).await;
+            t.fake_update("feed-bot", "s1", u).await;
         }
         // Writers keep going while clients connect with since=0 and mid-stream.
         let writers: Vec<_> = (0..4)
@@ -138,8 +126,8 @@ async fn feed_filters_by_type_and_bot_and_accepts_access_token() {
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("token in the query works");
-    inbound(&t, "f1", "s1", 1).await;
-    inbound(&t, "f2", "s2", 2).await;
+    t.fake_update("f1", "s1", 1).await;
+    t.fake_update("f2", "s2", 2).await;
     let e = next_event(&mut ws, Duration::from_secs(5)).await.unwrap();
     assert_eq!(e["type"], "message.received");
     assert_eq!(e["data"]["bot_id"], "f2");
@@ -287,7 +275,7 @@ async fn events_arriving_within_the_write_gap_all_arrive_in_order() {
     let mut ws = connect(&t, ACME_KEY, "?types=message.received").await;
     const N: i64 = 600;
     futures::stream::iter(0..N)
-        .for_each_concurrent(32, |u| inbound(&t, "gap-bot", "s1", u))
+        .for_each_concurrent(32, |u| t.fake_update("gap-bot", "s1", u))
         .await;
     let mut seqs = Vec::new();
     let mut texts = std::collections::BTreeSet::new();

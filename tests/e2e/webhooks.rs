@@ -39,20 +39,6 @@ async fn app(failures: usize, failure: StatusCode) -> (String, Received) {
     (format!("http://{addr}/hook"), received)
 }
 
-async fn inbound(t: &TestGateway, bot: &str, update: i64) {
-    let r = t
-        .http
-        .post(t.url(&format!("/webhooks/telegram/{bot}")))
-        .header("x-fake-secret", "s1")
-        .json(
-            &json!({"update_id": update, "chat": "c1", "user": "u1", "text": format!("t{update}")}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-}
-
 async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !done() {
@@ -106,7 +92,7 @@ async fn delivers_signed_events(backend: Backend) {
     assert_eq!(created["types"], json!(["message.received"]));
     let id = created["id"].as_str().unwrap().to_owned();
     for u in 0..3 {
-        inbound(&t, "wh-bot", u).await;
+        t.fake_update("wh-bot", "s1", u).await;
     }
     wait_for("three deliveries", Duration::from_secs(10), || {
         received.lock().unwrap().len() >= 3
@@ -158,7 +144,7 @@ async fn delivers_signed_events(backend: Backend) {
         .await;
     assert_eq!(status, 200, "{patched}");
     assert!(patched.get("secret").is_none());
-    inbound(&t, "wh-bot", 3).await;
+    t.fake_update("wh-bot", "s1", 3).await;
     wait_for("the fourth delivery", Duration::from_secs(10), || {
         received.lock().unwrap().len() >= 4
     })
@@ -177,7 +163,7 @@ async fn delivers_signed_events(backend: Backend) {
     // Deleted: nothing more is delivered.
     let (status, _) = t.delete(ACME_KEY, &format!("/v1/webhooks/{id}")).await;
     assert_eq!(status, 204);
-    inbound(&t, "wh-bot", 4).await;
+    t.fake_update("wh-bot", "s1", 4).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(received.lock().unwrap().len(), 4);
     t.stop().await;
@@ -216,7 +202,7 @@ async fn a_failing_app_is_retried_with_backoff_and_then_dead_lettered() {
     let flaky_id = subscribe(flaky_url).await;
     let down_id = subscribe(down_url).await;
     let started = Instant::now();
-    inbound(&t, "wh-bot", 1).await;
+    t.fake_update("wh-bot", "s1", 1).await;
     // The flaky app gets the event on the third attempt.
     wait_for("the retried delivery", Duration::from_secs(10), || {
         flaky.lock().unwrap().len() >= 3

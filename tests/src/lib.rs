@@ -340,6 +340,23 @@ impl TestGateway {
     }
 
     /// Creates a bot of the fake platform through the API.
+    /// Posts update `update` (text `t<update>`, one of seven chats) to the connector double's
+    /// webhook of `bot`, signed with `secret`, and checks that it was stored (200).
+    pub async fn fake_update(&self, bot: &str, secret: &str, update: i64) {
+        let r = self
+            .http
+            .post(self.url(&format!("/webhooks/telegram/{bot}")))
+            .header("x-fake-secret", secret)
+            .json(
+                &serde_json::json!({"update_id": update, "chat": format!("c{}", update % 7),
+                "user": "u1", "text": format!("t{update}")}),
+            )
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200);
+    }
+
     pub async fn create_bot(&self, key: &str, id: &str, extra: Value) -> Value {
         let mut body = serde_json::json!({"id": id, "platform": "telegram", "token": format!("tok-{id}-secret")});
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {

@@ -185,6 +185,8 @@ pub(crate) async fn run(
             config = config.resume_url(resume);
         }
     }
+    // Read once here and kept in step with READY: not a lock and a copy per event.
+    let mut own = connector.known_user_id();
     let mut shard = Shard::with_config(ShardId::ONE, config.build());
     let mut last_persist = Instant::now();
     let result = loop {
@@ -224,8 +226,8 @@ pub(crate) async fn run(
             && let Some(id) = frame.d["user"]["id"].as_str()
         {
             connector.set_user_id(id);
+            own = Some(id.to_owned());
         }
-        let own = connector.known_user_id();
         let event = match frame.t.as_deref() {
             Some("READY") | Some("RESUMED") => {
                 ctx.health.running();

@@ -273,18 +273,12 @@ impl ConnectorFactory for DiscordFactory {
             token,
             rest: Arc::new(rest),
             queue: twilight_gateway::queue::InMemoryQueue::default(),
-            me: Mutex::new(None),
+            own_user_id: Mutex::new(None),
             session: Mutex::new(None),
             split: crate::SplitProgress::default(),
             options: self.options.clone(),
         }))
     }
-}
-
-/// Who the bot is on Discord (from READY's `user`).
-#[derive(Debug, Clone)]
-pub(crate) struct Me {
-    pub user_id: String,
 }
 
 pub struct DiscordConnector {
@@ -295,7 +289,8 @@ pub struct DiscordConnector {
     /// Identifies of every run of this bot wait here (`max_concurrency` per 5 s and the
     /// daily session starts, as `GET /gateway/bot` reports them).
     queue: twilight_gateway::queue::InMemoryQueue,
-    me: Mutex<Option<Me>>,
+    /// The bot's own user id (from READY): its own messages are not inbound.
+    own_user_id: Mutex<Option<String>>,
     /// The gateway session to resume, as far as its events are stored.
     session: Mutex<Option<gateway::SavedSession>>,
     split: crate::SplitProgress,
@@ -309,22 +304,18 @@ impl std::fmt::Debug for DiscordConnector {
 }
 
 impl DiscordConnector {
-    /// The bot's identity, asked once per connector (and again after a failure).
     /// The bot's own user id, once READY (or a saved session) named it.
     pub(crate) fn known_user_id(&self) -> Option<String> {
-        self.me
+        self.own_user_id
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|m| m.user_id.clone())
+            .clone()
     }
 
     pub(crate) fn set_user_id(&self, id: &str) {
-        let mut me = self.me.lock().unwrap_or_else(|e| e.into_inner());
-        if me.as_ref().is_none_or(|m| m.user_id != id) {
-            *me = Some(Me {
-                user_id: id.to_owned(),
-            });
+        let mut own = self.own_user_id.lock().unwrap_or_else(|e| e.into_inner());
+        if own.as_deref() != Some(id) {
+            *own = Some(id.to_owned());
         }
     }
 }

@@ -301,17 +301,25 @@ impl Store {
             .collect())
     }
 
-    /// Failed deliveries of the subscription due for another attempt at `now`, oldest first.
-    pub async fn due_webhook_retries(
+    /// Failed deliveries of the subscription still being retried, oldest first: those due
+    /// for another attempt by `due_by`, or (with `started_before`) those whose first attempt
+    /// was before it, due or not.
+    pub async fn webhook_retries(
         &self,
         subscription: &str,
-        now: DateTime<Utc>,
+        due_by: Option<DateTime<Utc>>,
+        started_before: Option<DateTime<Utc>>,
         max: u32,
     ) -> Result<Vec<WebhookFailure>, StoreError> {
         let mut q = Sql::new(FAILURE_SELECT);
         q.push("subscription_id = ").bind(subscription.to_owned());
-        q.push(" AND state = 'retrying' AND next_attempt_at <= ")
-            .bind(to_micros(now));
+        q.push(" AND state = 'retrying'");
+        if let Some(due_by) = due_by {
+            q.push(" AND next_attempt_at <= ").bind(to_micros(due_by));
+        }
+        if let Some(before) = started_before {
+            q.push(" AND first_attempt_at < ").bind(to_micros(before));
+        }
         q.push(" ORDER BY seq LIMIT ").bind(max as i64);
         let rows: Vec<FailureRow> =
             sqlx::query_as_with::<sqlx::Any, FailureRow, _>(sqlx::AssertSqlSafe(q.text), q.args)

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use futures::TryFutureExt;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use switchboard_core::model::{Broadcast, BroadcastRecipient, Content};
@@ -184,11 +185,9 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Json<Broadcast>, ApiError> {
-    let tenant = owner(&caller, s.store.get_broadcast(&caller.scope, &id)).await?;
-    let current = s
-        .store
-        .get_broadcast(&Scope::Tenant(tenant.clone()), &id)
-        .await?;
+    // Read in the caller's scope: the admin token acts for the broadcast's own tenant.
+    let current = s.store.get_broadcast(&caller.scope, &id).await?;
+    let tenant = current.tenant.clone();
     let mut patch = BroadcastPatch::default();
     for (key, value) in body {
         match (key.as_str(), value) {
@@ -218,6 +217,17 @@ pub async fn update(
     Ok(Json(s.store.update_broadcast(&tenant, &id, patch).await?))
 }
 
+/// The tenant a write to broadcast `id` acts for (see [`owner`]).
+async fn broadcast_owner(s: &ApiState, caller: &Caller, id: &str) -> Result<String, ApiError> {
+    owner(
+        caller,
+        s.store
+            .get_broadcast(&caller.scope, id)
+            .map_ok(|b| b.tenant),
+    )
+    .await
+}
+
 /// Cancels a broadcast: a scheduled one never starts, a sending one sends nothing more.
 #[utoipa::path(delete, path = "/v1/broadcasts/{id}", tag = "broadcasts",
     responses((status = 200, body = Broadcast), (status = 404, body = crate::problem::Problem),
@@ -227,7 +237,7 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Broadcast>, ApiError> {
-    let tenant = owner(&caller, s.store.get_broadcast(&caller.scope, &id)).await?;
+    let tenant = broadcast_owner(&s, &caller, &id).await?;
     Ok(Json(s.store.cancel_broadcast(&tenant, &id).await?))
 }
 
@@ -240,7 +250,7 @@ pub async fn resend_failed(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Broadcast>, ApiError> {
-    let tenant = owner(&caller, s.store.get_broadcast(&caller.scope, &id)).await?;
+    let tenant = broadcast_owner(&s, &caller, &id).await?;
     let current = s
         .store
         .get_broadcast(&Scope::Tenant(tenant.clone()), &id)

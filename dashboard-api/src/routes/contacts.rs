@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use futures::TryFutureExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use switchboard_core::model::{Contact, normalize_e164};
@@ -56,36 +57,25 @@ pub(crate) fn tenant(caller: &Caller) -> Result<String, ApiError> {
 }
 
 /// The tenant of a write to an existing resource: the caller's, or (the admin token without
-/// `X-Switchboard-Tenant`) the tenant of the resource `find` reads in the caller's scope.
-pub(crate) async fn owner<T: Owned>(
+/// `X-Switchboard-Tenant`) the tenant `find` reads off the resource in the caller's scope.
+pub(crate) async fn owner(
     caller: &Caller,
-    find: impl std::future::Future<Output = Result<T, switchboard_core::StoreError>>,
+    find: impl std::future::Future<Output = Result<String, switchboard_core::StoreError>>,
 ) -> Result<String, ApiError> {
     match caller.scope.tenant() {
         Some(t) => Ok(t.to_owned()),
-        None => Ok(find.await?.tenant().to_owned()),
+        None => Ok(find.await?),
     }
 }
 
-/// A resource that belongs to one tenant.
-pub(crate) trait Owned {
-    fn tenant(&self) -> &str;
+/// The tenant a write to contact `id` acts for (see [`owner`]).
+async fn contact_owner(s: &ApiState, caller: &Caller, id: &str) -> Result<String, ApiError> {
+    owner(
+        caller,
+        s.store.get_contact(&caller.scope, id).map_ok(|c| c.tenant),
+    )
+    .await
 }
-
-macro_rules! owned {
-    ($($t:ty),*) => {$(
-        impl Owned for $t {
-            fn tenant(&self) -> &str {
-                &self.tenant
-            }
-        }
-    )*};
-}
-owned!(
-    switchboard_core::model::Contact,
-    switchboard_core::model::Group,
-    switchboard_core::model::Broadcast
-);
 
 /// A contact as the API takes it.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -151,7 +141,7 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Json<Contact>, ApiError> {
-    let tenant = owner(&caller, s.store.get_contact(&caller.scope, &id)).await?;
+    let tenant = contact_owner(&s, &caller, &id).await?;
     let mut patch = ContactPatch::default();
     for (key, value) in body {
         match (key.as_str(), value) {
@@ -184,7 +174,7 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = owner(&caller, s.store.get_contact(&caller.scope, &id)).await?;
+    let tenant = contact_owner(&s, &caller, &id).await?;
     s.store.delete_contact(&tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use futures::TryFutureExt;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use switchboard_core::model::Group;
@@ -19,6 +20,15 @@ use crate::{ApiError, ApiState};
 pub struct GroupBody {
     pub name: String,
     pub description: Option<String>,
+}
+
+/// The tenant a write to group `id` acts for (see [`owner`]).
+async fn group_owner(s: &ApiState, caller: &Caller, id: &str) -> Result<String, ApiError> {
+    owner(
+        caller,
+        s.store.get_group(&caller.scope, id).map_ok(|g| g.tenant),
+    )
+    .await
 }
 
 fn name(raw: &str) -> Result<String, ApiError> {
@@ -72,7 +82,7 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Json<Group>, ApiError> {
-    let tenant = owner(&caller, s.store.get_group(&caller.scope, &id)).await?;
+    let tenant = group_owner(&s, &caller, &id).await?;
     let (mut new_name, mut description) = (None, None);
     for (key, value) in body {
         match (key.as_str(), value) {
@@ -101,7 +111,7 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = owner(&caller, s.store.get_group(&caller.scope, &id)).await?;
+    let tenant = group_owner(&s, &caller, &id).await?;
     s.store.delete_group(&tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -123,7 +133,7 @@ pub async fn add_members(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Members>,
 ) -> Result<Json<Group>, ApiError> {
-    let tenant = owner(&caller, s.store.get_group(&caller.scope, &id)).await?;
+    let tenant = group_owner(&s, &caller, &id).await?;
     if body.contact_ids.len() > 10_000 {
         return Err(ApiError::unprocessable(
             "contact_ids: at most 10000 per request",
@@ -141,7 +151,7 @@ pub async fn remove_member(
     caller: Caller,
     Path((id, contact_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = owner(&caller, s.store.get_group(&caller.scope, &id)).await?;
+    let tenant = group_owner(&s, &caller, &id).await?;
     s.store.remove_member(&tenant, &id, &contact_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -98,21 +98,8 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
-    let idempotency = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let key = v
-                .to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 255)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
-                    )
-                })?;
-            Some((key.to_string(), sha256_hex(body.to_string().as_bytes())))
-        }
-    };
+    let idempotency = crate::idempotency::key(&headers)?
+        .map(|key| (key, sha256_hex(body.to_string().as_bytes())));
     let req: SendMessage =
         serde_json::from_value(body).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     req.content.validate().map_err(ApiError::unprocessable)?;
